@@ -1,0 +1,143 @@
+"""The contracts between providers, the router core and processors.
+
+A provider streams CloudEvents into a :class:`Publisher`; the router core fans each event
+out to the processors' queues and resolves a :class:`Ticket` once every processor has
+settled it. Providers that keep checkpoints advance them only over tickets that resolved
+``True`` (delivered), in order (see :class:`event_router.checkpoints.CheckpointTracker`).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from cloudevents.http import CloudEvent
+
+if TYPE_CHECKING:
+    from event_router.checkpoints import CheckpointStore
+    from event_router.config.models import RouterConfig
+
+__all__ = [
+    "CloudEvent",
+    "DeliveryError",
+    "Processor",
+    "Provider",
+    "ProviderStats",
+    "Publisher",
+    "RouterContext",
+    "Ticket",
+]
+
+
+class DeliveryError(Exception):
+    """A processor could not deliver an event (after its retries, or not retryable)."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+Ticket = "asyncio.Future[bool]"
+"""Resolves True when every processor delivered the event, False when any failed."""
+
+
+class Publisher(Protocol):
+    async def publish(self, event: CloudEvent) -> asyncio.Future[bool]:
+        """Hand one event to the router. Waits while the processors' queues are full
+        (backpressure); returns a future that resolves when the event is settled."""
+        ...
+
+
+@dataclass
+class ProviderStats:
+    type: str
+    address: str
+    started: float = field(default_factory=time.time)
+    events_total: int = 0
+    events_err: int = 0
+
+
+@dataclass
+class RouterContext:
+    """What the runtime (standalone CLI, pod, or in-process operator task) gives a router."""
+
+    config: RouterConfig
+    #: builds the checkpoint store for a key (e.g. the vCenter host); None = provider's
+    #: own config decides (file store in ``checkpointDir``)
+    checkpoint_store_factory: Callable[[str], CheckpointStore] | None = None
+    #: extra labels on metrics, e.g. namespace/name of the RouterConfig under the operator
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def ssl_context(self, insecure: bool) -> ssl.SSLContext:
+        """A TLS context honouring ``insecureSSL`` and ``certificates.rootCAs``."""
+        ctx = ssl.create_default_context()
+        if insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            return ctx
+        certs = self.config.certificates
+        for path in certs.rootCAs if certs else []:
+            ctx.load_verify_locations(cafile=path)
+        return ctx
+
+
+class Provider(abc.ABC):
+    """An event source. One module per type under ``event_router.providers``."""
+
+    type: ClassVar[str]
+
+    def __init__(self, context: RouterContext) -> None:
+        self.context = context
+        self.config = context.config
+        self.stats = ProviderStats(type=self.type, address=self.address())
+        self.ready = False
+
+    @abc.abstractmethod
+    def address(self) -> str:
+        """Where events come from, without credentials (for /stats and logs)."""
+
+    @abc.abstractmethod
+    async def run(self, publisher: Publisher) -> None:
+        """Stream events into ``publisher`` until cancelled. Set ``self.ready`` when
+        connected. Raise only for errors a restart cannot fix (bad config, bad credentials
+        at first login); transient errors are retried here with backoff."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Flush checkpoints, log out. Called once after ``run`` was cancelled."""
+
+
+class Processor(abc.ABC):
+    """An event sink. One module per type under ``event_router.processors``."""
+
+    type: ClassVar[str]
+    #: how many events the router may hand to ``process`` concurrently; 1 keeps order
+    max_in_flight: int = 1
+
+    def __init__(self, context: RouterContext) -> None:
+        self.context = context
+        self.config = context.config
+
+    @abc.abstractmethod
+    def address(self) -> str:
+        """Where events go, without credentials (for /stats and logs)."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Connect, discover (functions, rules). Raise for a clear startup error."""
+
+    @abc.abstractmethod
+    async def process(self, event: CloudEvent) -> None:
+        """Deliver one event, retrying what is retryable. Return on success; raise
+        :class:`DeliveryError` when it could not be delivered. Must be safe to call
+        ``max_in_flight`` times concurrently."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Flush and release connections."""
+
+
+def describe(obj: Any) -> str:
+    return f"{type(obj).__name__}({getattr(obj, 'type', '?')})"

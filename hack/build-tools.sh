@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Build the test environment's binaries from Go modules, once, into a cache outside the repo.
+#   etcd, kube-apiserver, kube-controller-manager, vcsim  ->  $ER_TESTENV_CACHE/bin
+# Each tool gets its own throw-away wrapper module (generated here) so dependency graphs never fight.
+set -euo pipefail
+
+ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+K8S_VERSION="${K8S_VERSION:-v1.34.4}"
+GOVMOMI_VERSION="${GOVMOMI_VERSION:-v0.46.3}"
+
+CACHE="${ER_TESTENV_CACHE:-$HOME/.cache/event-router/testenv}"
+BIN="$CACHE/bin"
+WORK="$CACHE/work"
+LOGS="$CACHE/logs"
+mkdir -p "$BIN" "$WORK" "$LOGS"
+export GOFLAGS="${GOFLAGS:-} -mod=mod"
+export GOTOOLCHAIN=local
+export CGO_ENABLED=0
+
+start=$(date +%s)
+say() { printf '[build %4ss] %s\n' "$(( $(date +%s) - start ))" "$*" >&2; }
+
+# stamp file: a binary is rebuilt only when its pinned version changes
+have() { [ -x "$BIN/$1" ] && [ "$(cat "$BIN/$1.version" 2>/dev/null)" = "$2" ]; }
+done_() { echo "$2" >"$BIN/$1.version"; }
+
+run_logged() { # name cmd...
+  local name=$1; shift
+  if ! "$@" >>"$LOGS/build-$name.log" 2>&1; then
+    say "FAILED building $name; last lines of $LOGS/build-$name.log:"
+    tail -n 30 "$LOGS/build-$name.log" >&2
+    exit 1
+  fi
+}
+
+build_etcd() {
+  have etcd "$ETCD_VERSION" && { say "etcd $ETCD_VERSION cached"; return; }
+  say "building etcd $ETCD_VERSION (log: $LOGS/build-etcd.log)"
+  local d="$WORK/etcd"; rm -rf "$d"; mkdir -p "$d"; cd "$d"
+  : >"$LOGS/build-etcd.log"
+  run_logged etcd go mod init er-testenv/etcd
+  run_logged etcd go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+  run_logged etcd go build -trimpath -o "$BIN/etcd" go.etcd.io/etcd/server/v3
+  done_ etcd "$ETCD_VERSION"; say "etcd done"
+}
+
+build_kube() {
+  if have kube-apiserver "$K8S_VERSION" && have kube-controller-manager "$K8S_VERSION"; then
+    say "kube-apiserver, kube-controller-manager $K8S_VERSION cached"; return
+  fi
+  say "building kube-apiserver + kube-controller-manager $K8S_VERSION (log: $LOGS/build-kube.log)"
+  local d="$WORK/kube"; rm -rf "$d"; mkdir -p "$d"; cd "$d"
+  : >"$LOGS/build-kube.log"
+  local minor="v0.${K8S_VERSION#v1.}"   # v1.34.4 -> v0.34.4
+  run_logged kube go mod init er-testenv/kube
+  # k8s.io/kubernetes requires its staging modules at v0.0.0 with replaces to ./staging;
+  # replace each with its published version, taking the list from that tag's go.mod.
+  local modfile="$d/kubernetes.mod"
+  run_logged kube bash -c "curl -fsSL \"\$(go env GOPROXY | cut -d, -f1)/k8s.io/kubernetes/@v/$K8S_VERSION.mod\" -o '$modfile' || (go mod download -json k8s.io/kubernetes@$K8S_VERSION | python3 -c 'import json,sys,shutil; shutil.copy(json.load(sys.stdin)[\"GoMod\"], \"$modfile\")')"
+  local staging
+  staging=$(awk '/^replace/{r=1} r && $1 ~ /^k8s\.io\// && $2=="=>" && $3 ~ /^\.\/staging/ {print $1}' "$modfile" | sort -u)
+  [ -n "$staging" ] || { say "could not read the staging module list from $modfile"; exit 1; }
+  for m in $staging; do
+    run_logged kube go mod edit -replace "$m=$m@$minor"
+  done
+  run_logged kube go mod edit -require "k8s.io/kubernetes@$K8S_VERSION"
+  run_logged kube go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION"
+  local ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2) -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
+  say "compiling kube-apiserver (the longest step)"
+  run_logged kube go build -trimpath -ldflags "$ld" -o "$BIN/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+  done_ kube-apiserver "$K8S_VERSION"; say "kube-apiserver done"
+  say "compiling kube-controller-manager"
+  run_logged kube go build -trimpath -ldflags "$ld" -o "$BIN/kube-controller-manager" k8s.io/kubernetes/cmd/kube-controller-manager
+  done_ kube-controller-manager "$K8S_VERSION"; say "kube-controller-manager done"
+}
+
+build_vcsim() {
+  have vcsim "$GOVMOMI_VERSION" && { say "vcsim $GOVMOMI_VERSION cached"; return; }
+  say "building vcsim $GOVMOMI_VERSION (log: $LOGS/build-vcsim.log)"
+  : >"$LOGS/build-vcsim.log"
+  run_logged vcsim env GOBIN="$BIN" go install "github.com/vmware/govmomi/vcsim@$GOVMOMI_VERSION"
+  done_ vcsim "$GOVMOMI_VERSION"; say "vcsim done"
+}
+
+what="${1:-all}"
+case "$what" in
+  etcd) build_etcd ;;
+  kube) build_kube ;;
+  vcsim) build_vcsim ;;
+  all) build_vcsim; build_etcd; build_kube ;;
+  *) echo "usage: $0 [all|etcd|kube|vcsim]" >&2; exit 2 ;;
+esac
+say "all requested binaries in $BIN"
