@@ -1,0 +1,149 @@
+"""Delivery with retries: exponential backoff with jitter, ``Retry-After`` honoured.
+
+Retried: transport errors (connect, read, write, timeouts, protocol), and the statuses for
+which ``retry_status`` answers True (by default 408, 429 and 5xx). Any other status
+(other 4xx) is not retried. After the last attempt, or on a non-retryable status,
+:class:`~event_router.core.DeliveryError` is raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import httpx
+
+from event_router.core import DeliveryError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RetryPolicy", "default_retry_status", "retry_after_seconds", "send_with_retry"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to retry one delivery.
+
+    ``attempts`` counts every try (1 = no retry). The delay before retry ``n`` (1-based) is
+    ``min(max_delay, base_delay * 2**(n-1))``, then reduced by up to ``jitter`` (a fraction,
+    0..1) at random ("equal jitter" style), so many senders do not retry in lock-step.
+    A ``Retry-After`` from the server replaces the computed delay, capped at
+    ``max_retry_after``.
+    """
+
+    attempts: int = 5
+    base_delay: float = 0.1
+    max_delay: float = 5.0
+    jitter: float = 0.5
+    max_retry_after: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"RetryPolicy.attempts: must be >= 1 (got {self.attempts})")
+        if self.base_delay < 0 or self.max_delay < 0:
+            raise ValueError("RetryPolicy delays must be >= 0")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError(f"RetryPolicy.jitter: must be within 0..1 (got {self.jitter})")
+
+    def backoff(self, retry: int) -> float:
+        """Delay before retry number ``retry`` (1-based), jitter applied."""
+        delay = min(self.max_delay, self.base_delay * (2 ** (retry - 1)))
+        if self.jitter:
+            delay -= delay * self.jitter * random.random()
+        return delay
+
+
+def default_retry_status(status: int) -> bool:
+    """408 Request Timeout, 429 Too Many Requests and every 5xx are worth retrying."""
+    return status in (408, 429) or 500 <= status <= 599
+
+
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """Parse a ``Retry-After`` header: delta-seconds or an HTTP date. None if absent/invalid."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+#: called on every retry with (attempt number just failed, reason) — for metrics
+RetryHook = Callable[[int, str], None]
+
+
+async def send_with_retry(
+    send: Callable[[], Awaitable[httpx.Response]],
+    policy: RetryPolicy,
+    *,
+    retry_status: Callable[[int], bool] = default_retry_status,
+    on_retry: RetryHook | None = None,
+    what: str = "delivery",
+) -> httpx.Response:
+    """Call ``send`` until it returns a 2xx/3xx response or retries are exhausted.
+
+    Returns the successful response. Raises :class:`DeliveryError` (``retryable`` tells
+    whether the last failure was of a retryable kind) when the status is not retryable or
+    after ``policy.attempts`` tries.
+    """
+    attempt = 0
+    while True:
+        attempt += 1
+        delay: float | None = None
+        try:
+            response = await send()
+        except httpx.TransportError as err:
+            reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+            if attempt >= policy.attempts:
+                raise DeliveryError(
+                    f"{what} failed after {attempt} attempt(s): {reason}", retryable=True
+                ) from err
+        else:
+            status = response.status_code
+            if status < 400:
+                return response
+            reason = f"HTTP {status}"
+            if not retry_status(status):
+                raise DeliveryError(
+                    f"{what} rejected with HTTP {status} (not retryable): {_snippet(response)}",
+                    retryable=False,
+                )
+            if attempt >= policy.attempts:
+                raise DeliveryError(
+                    f"{what} failed after {attempt} attempt(s): HTTP {status}: "
+                    f"{_snippet(response)}",
+                    retryable=True,
+                )
+            after = retry_after_seconds(response.headers.get("retry-after"))
+            if after is not None:
+                delay = min(after, policy.max_retry_after)
+        if delay is None:
+            delay = policy.backoff(attempt)
+        if on_retry is not None:
+            on_retry(attempt, reason)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s attempt %d failed (%s); retrying in %.3fs", what, attempt, reason, delay)
+        await asyncio.sleep(delay)
+
+
+def _snippet(response: httpx.Response, limit: int = 200) -> str:
+    try:
+        text = response.text
+    except Exception:  # body not read (streaming) or undecodable
+        return "<no body>"
+    text = " ".join(text.split())
+    return text[:limit] + ("..." if len(text) > limit else "") if text else "<empty body>"

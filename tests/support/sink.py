@@ -1,0 +1,149 @@
+"""A real CloudEvents HTTP sink for tests: an aiohttp server on 127.0.0.1:<ephemeral port>.
+
+It decodes each request with the cloudevents SDK (binary, structured, and
+``application/cloudevents-batch+json``) and records the events. ``fail_next(n, status)``
+makes the next ``n`` requests answer ``status`` (the event is then *not* recorded, as a
+real sink that failed would not have processed it). ``delay`` slows every answer (for
+backpressure tests); ``auth`` = (username, password) makes it demand basic auth (401).
+
+    async with CloudEventSink() as sink:
+        ...  # deliver to sink.url
+        events = await sink.wait_for(3, timeout=5)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections import deque
+from typing import Any
+
+from aiohttp import web
+from cloudevents.conversion import to_dict
+from cloudevents.http import CloudEvent, from_dict, from_http
+
+BATCH_MEDIA_TYPE = "application/cloudevents-batch+json"
+
+
+class CloudEventSink:
+    def __init__(
+        self,
+        *,
+        delay: float = 0.0,
+        auth: tuple[str, str] | None = None,
+        path: str = "/",
+    ) -> None:
+        self.delay = delay
+        self.auth = auth
+        self.path = path
+        self.url = ""
+        self.events: list[CloudEvent] = []
+        #: every request that reached the handler (including failed and rejected ones)
+        self.requests = 0
+        #: raw headers of every request, in order (lower-cased names)
+        self.request_headers: list[dict[str, str]] = []
+        #: requests currently being handled (for concurrency assertions)
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._fail: deque[int] = deque()
+        self._retry_after: str | None = None
+        self._changed = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    # --- control ---------------------------------------------------------------------
+
+    def fail_next(self, n: int, status: int = 503, retry_after: str | None = None) -> None:
+        """Answer the next ``n`` requests with ``status`` (optionally with Retry-After)."""
+        for _ in range(n):
+            self._fail.append(status)
+        self._retry_after = retry_after
+
+    async def wait_for(self, count: int, timeout: float) -> list[CloudEvent]:  # noqa: ASYNC109
+        """Wait until at least ``count`` events arrived; raise TimeoutError otherwise."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.events) < count:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"sink got {len(self.events)} events, expected {count} within {timeout}s"
+                )
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                continue
+        return list(self.events)
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> CloudEventSink:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self.url = f"http://127.0.0.1:{port}{self.path}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # --- handler ---------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        self.request_headers.append({k.lower(): v for k, v in request.headers.items()})
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            body = await request.read()
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            if self.auth is not None and not self._authorized(request):
+                return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="sink"'})
+            if self._fail:
+                status = self._fail.popleft()
+                headers = {"Retry-After": self._retry_after} if self._retry_after else {}
+                return web.Response(status=status, headers=headers, text="injected failure")
+            try:
+                events = self._decode(request, body)
+            except Exception as err:  # the SDK raises several exception types
+                return web.Response(status=400, text=f"invalid CloudEvent: {err}")
+            self.events.extend(events)
+            self._changed.set()
+            return web.Response(status=202)
+        finally:
+            self.in_flight -= 1
+
+    def _authorized(self, request: web.Request) -> bool:
+        assert self.auth is not None
+        expected = base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
+        return request.headers.get("Authorization", "") == f"Basic {expected}"
+
+    @staticmethod
+    def _decode(request: web.Request, body: bytes) -> list[CloudEvent]:
+        if request.content_type == BATCH_MEDIA_TYPE:
+            items: Any = json.loads(body)
+            if not isinstance(items, list):
+                raise ValueError("batch body is not a JSON array")
+            return [
+                from_http({"content-type": "application/cloudevents+json"}, json.dumps(i))
+                for i in items
+            ]
+        return [from_http(dict(request.headers), body)]
+
+
+def event_dict(event: CloudEvent) -> dict[str, Any]:
+    """The canonical dict of an event (attributes and data), for equality assertions."""
+    return to_dict(event)
+
+
+__all__ = ["BATCH_MEDIA_TYPE", "CloudEventSink", "event_dict", "from_dict"]
