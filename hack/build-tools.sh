@@ -20,21 +20,45 @@ export CGO_ENABLED=0
 start=$(date +%s)
 say() { printf '[build %4ss] %s\n' "$(( $(date +%s) - start ))" "$*" >&2; }
 
+# One build at a time per cache: a second caller (make test, the pytest fixture, another
+# engineer) waits here for the first instead of wiping its work directory.
+exec 9>"$CACHE/build.lock"
+if ! flock -n 9; then
+  say "another build-tools.sh holds $CACHE/build.lock; waiting for it (logs: $LOGS)"
+  flock 9
+fi
+# A build started by an older copy of this script does not take the lock: before building
+# anything, wait for its compiler to finish writing into $BIN rather than racing it.
+legacy_build() { pgrep -f "go build .*-o $BIN/" >/dev/null 2>&1; }
+wait_legacy() {
+  while legacy_build || { sleep 3; legacy_build; }; do
+    say "a go build writing into $BIN is running (pid $(pgrep -f "go build .*-o $BIN/" | head -1)); waiting"
+    sleep 30
+  done
+}
+
 # stamp file: a binary is rebuilt only when its pinned version changes
 have() { [ -x "$BIN/$1" ] && [ "$(cat "$BIN/$1.version" 2>/dev/null)" = "$2" ]; }
 done_() { echo "$2" >"$BIN/$1.version"; }
 
-run_logged() { # name cmd...
+run_logged() { # name cmd...   (prints a heartbeat every minute while a step runs)
   local name=$1; shift
+  local t0; t0=$(date +%s)
+  ( while sleep 60; do say "  still building $name ($(( $(date +%s) - t0 ))s in this step)"; done ) &
+  local beat=$!
   if ! "$@" >>"$LOGS/build-$name.log" 2>&1; then
-    say "FAILED building $name; last lines of $LOGS/build-$name.log:"
+    kill "$beat" 2>/dev/null || true; wait "$beat" 2>/dev/null || true
+    say "FAILED building $name: $*"
+    say "last lines of $LOGS/build-$name.log:"
     tail -n 30 "$LOGS/build-$name.log" >&2
     exit 1
   fi
+  kill "$beat" 2>/dev/null || true; wait "$beat" 2>/dev/null || true
 }
 
 build_etcd() {
   have etcd "$ETCD_VERSION" && { say "etcd $ETCD_VERSION cached"; return; }
+  wait_legacy; have etcd "$ETCD_VERSION" && { say "etcd $ETCD_VERSION built meanwhile"; return; }
   say "building etcd $ETCD_VERSION (log: $LOGS/build-etcd.log)"
   local d="$WORK/etcd"; rm -rf "$d"; mkdir -p "$d"; cd "$d"
   : >"$LOGS/build-etcd.log"
@@ -47,6 +71,10 @@ build_etcd() {
 build_kube() {
   if have kube-apiserver "$K8S_VERSION" && have kube-controller-manager "$K8S_VERSION"; then
     say "kube-apiserver, kube-controller-manager $K8S_VERSION cached"; return
+  fi
+  wait_legacy
+  if have kube-apiserver "$K8S_VERSION" && have kube-controller-manager "$K8S_VERSION"; then
+    say "kube-apiserver, kube-controller-manager $K8S_VERSION built meanwhile"; return
   fi
   say "building kube-apiserver + kube-controller-manager $K8S_VERSION (log: $LOGS/build-kube.log)"
   local d="$WORK/kube"; rm -rf "$d"; mkdir -p "$d"; cd "$d"
@@ -76,6 +104,7 @@ build_kube() {
 
 build_vcsim() {
   have vcsim "$GOVMOMI_VERSION" && { say "vcsim $GOVMOMI_VERSION cached"; return; }
+  wait_legacy; have vcsim "$GOVMOMI_VERSION" && { say "vcsim $GOVMOMI_VERSION built meanwhile"; return; }
   say "building vcsim $GOVMOMI_VERSION (log: $LOGS/build-vcsim.log)"
   : >"$LOGS/build-vcsim.log"
   run_logged vcsim env GOBIN="$BIN" go install "github.com/vmware/govmomi/vcsim@$GOVMOMI_VERSION"
@@ -90,4 +119,4 @@ case "$what" in
   all) build_vcsim; build_etcd; build_kube ;;
   *) echo "usage: $0 [all|etcd|kube|vcsim]" >&2; exit 2 ;;
 esac
-say "all requested binaries in $BIN"
+say "all requested binaries in $BIN (total $(( $(date +%s) - start ))s)"
