@@ -2,18 +2,29 @@
 
 A checkpoint is a small JSON object whose fields belong to the provider (vCenter: the
 original router's ``vCenter``, ``lastEventKey``, ...; Horizon: last event time and ids).
-Stores: :class:`FileStore` (standalone) and ``ConfigMapStore`` (under the operator).
+Stores: :class:`FileStore` (standalone) and :class:`ConfigMapStore` (under the operator).
+:class:`VCenterCheckpoint` reads and writes the original router's vCenter checkpoint
+format (``cp-<host>.json``), so a migration resumes where the original stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
+import logging
 import os
+import re
 import tempfile
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    import kubernetes.client
+
+log = logging.getLogger(__name__)
 
 Checkpoint = dict[str, Any]
 
@@ -51,7 +62,9 @@ class FileStore:
             return None
         data = json.loads(text)
         if not isinstance(data, dict):
-            raise ValueError(f"checkpoint {self.path}: expected a JSON object, got {type(data).__name__}")
+            raise ValueError(
+                f"checkpoint {self.path}: expected a JSON object, got {type(data).__name__}"
+            )
         return data
 
     async def save(self, checkpoint: Checkpoint) -> None:
@@ -111,3 +124,212 @@ class CheckpointTracker(Generic[P]):
             self._pending.popleft()
             last = position
         return last
+
+
+# --- ConfigMap store --------------------------------------------------------------------
+
+
+class ConfigMapStore:
+    """The checkpoint as JSON under one ``key`` of a ConfigMap (created on first save).
+
+    Saves use optimistic concurrency: the replace carries the ``resourceVersion`` that was
+    read; on 409 Conflict the ConfigMap is read again and the save retried, so other keys
+    (other routers sharing the ConfigMap) are never overwritten. The kubernetes client is
+    blocking, so every call runs in a thread. ``api=None``: in-cluster config, else
+    ``KUBECONFIG``.
+    """
+
+    max_conflict_retries = 10
+
+    def __init__(
+        self,
+        namespace: str,
+        name: str,
+        key: str,
+        api: kubernetes.client.CoreV1Api | None = None,
+    ) -> None:
+        self.namespace = namespace
+        self.name = name
+        self.key = key
+        self._api = api
+
+    def describe(self) -> str:
+        return f"configmap {self.namespace}/{self.name} key {self.key}"
+
+    def _client(self) -> kubernetes.client.CoreV1Api:
+        if self._api is None:
+            import kubernetes.client
+            import kubernetes.config
+
+            cfg = kubernetes.client.Configuration()
+            try:
+                kubernetes.config.load_incluster_config(client_configuration=cfg)
+            except kubernetes.config.ConfigException:
+                kubernetes.config.load_kube_config(client_configuration=cfg)
+            self._api = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(cfg))
+        return self._api
+
+    async def load(self) -> Checkpoint | None:
+        return await asyncio.to_thread(self._load)
+
+    def _load(self) -> Checkpoint | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            cm = self._client().read_namespaced_config_map(self.name, self.namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        text = (cm.data or {}).get(self.key)
+        if text is None:
+            return None
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"checkpoint {self.describe()}: expected a JSON object, got {type(data).__name__}"
+            )
+        return data
+
+    async def save(self, checkpoint: Checkpoint) -> None:
+        await asyncio.to_thread(self._save, checkpoint)
+
+    def _save(self, checkpoint: Checkpoint) -> None:
+        import kubernetes.client
+        from kubernetes.client.exceptions import ApiException
+
+        api = self._client()
+        text = json.dumps(checkpoint, indent=2)
+        for _ in range(self.max_conflict_retries):
+            try:
+                cm = api.read_namespaced_config_map(self.name, self.namespace)
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+                body = kubernetes.client.V1ConfigMap(
+                    metadata=kubernetes.client.V1ObjectMeta(
+                        name=self.name,
+                        namespace=self.namespace,
+                        labels={"app.kubernetes.io/managed-by": "event-router"},
+                    ),
+                    data={self.key: text},
+                )
+                try:
+                    api.create_namespaced_config_map(self.namespace, body)
+                    return
+                except ApiException as e2:
+                    if e2.status == 409:  # created concurrently: read it and retry
+                        continue
+                    raise
+            cm.data = dict(cm.data or {})
+            cm.data[self.key] = text
+            try:
+                # cm.metadata.resourceVersion is what we read: a concurrent write -> 409
+                api.replace_namespaced_config_map(self.name, self.namespace, cm)
+                return
+            except ApiException as e:
+                if e.status == 409:
+                    log.debug("checkpoint %s: conflict, retrying", self.describe())
+                    continue
+                raise
+        raise RuntimeError(
+            f"checkpoint {self.describe()}: {self.max_conflict_retries} conflicting writes in a "
+            "row; is another router writing the same key?"
+        )
+
+
+# --- the original router's vCenter checkpoint format -------------------------------------
+
+_GO_TIME = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|z|[+-]\d{2}:?\d{2})?$"
+)
+
+
+def parse_time(value: str) -> dt.datetime:
+    """RFC 3339 as Go writes it (nanoseconds, ``Z`` or an offset) -> aware UTC datetime.
+
+    Fractions beyond microseconds are truncated (never rounded up, so a resume filter
+    built from it cannot skip an event created in the same microsecond)."""
+    m = _GO_TIME.match(value.strip())
+    if not m:
+        raise ValueError(f"not an RFC 3339 time: {value!r}")
+    date, clock, frac, zone = m.groups()
+    micro = (frac or "").ljust(6, "0")[:6]
+    zone = zone or "Z"
+    if zone in ("Z", "z"):
+        zone = "+00:00"
+    elif ":" not in zone:
+        zone = zone[:3] + ":" + zone[3:]
+    parsed = dt.datetime.fromisoformat(f"{date}T{clock}.{micro}{zone}")
+    return parsed.astimezone(dt.UTC)
+
+
+def format_time(value: dt.datetime) -> str:
+    """Aware datetime -> RFC 3339 in UTC (``Z``), fraction trimmed (as Go's RFC3339Nano)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    value = value.astimezone(dt.UTC)
+    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    if value.microsecond:
+        text += f".{value.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+def _int32(value: int) -> int:
+    """Keys are int32 in vCenter; wrap anything outside the range the way vCenter does."""
+    return (int(value) + 2**31) % 2**32 - 2**31
+
+
+@dataclass(frozen=True)
+class VCenterCheckpoint:
+    """The original router's vCenter checkpoint, field for field.
+
+    ``last_event_key`` 0 with an empty type means "no event yet" (a first checkpoint written
+    at start); keys are int32 and may be negative after vCenter's counter wrapped.
+    """
+
+    vcenter: str
+    last_event_key: int
+    last_event_type: str
+    last_event_time: dt.datetime
+    created: dt.datetime
+
+    def to_json(self) -> Checkpoint:
+        return {
+            "vCenter": self.vcenter,
+            "lastEventKey": _int32(self.last_event_key),
+            "lastEventType": self.last_event_type,
+            "lastEventKeyTimestamp": format_time(self.last_event_time),
+            "createdTimestamp": format_time(self.created),
+        }
+
+    @classmethod
+    def from_json(cls, data: Checkpoint, *, where: str = "checkpoint") -> VCenterCheckpoint:
+        """Parse (ours or the original's); raise ValueError naming the bad field."""
+
+        def field(name: str, kind: type | tuple[type, ...]) -> Any:
+            if name not in data:
+                raise ValueError(f"{where}: field {name!r} is missing")
+            value = data[name]
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ValueError(f"{where}: field {name!r} has the wrong type (got {value!r})")
+            return value
+
+        def time_field(name: str) -> dt.datetime:
+            raw = field(name, str)
+            try:
+                return parse_time(raw)
+            except ValueError:
+                raise ValueError(
+                    f"{where}: field {name!r} is not an RFC 3339 time (got {raw!r})"
+                ) from None
+
+        return cls(
+            vcenter=str(data.get("vCenter", "")),
+            last_event_key=_int32(field("lastEventKey", int)),
+            last_event_type=str(data.get("lastEventType") or ""),
+            last_event_time=time_field("lastEventKeyTimestamp"),
+            created=time_field("createdTimestamp")
+            if "createdTimestamp" in data
+            else time_field("lastEventKeyTimestamp"),
+        )
