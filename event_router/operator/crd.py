@@ -1,0 +1,459 @@
+"""The RouterConfig custom resource: pydantic models of its ``spec`` and the CRD built from them.
+
+The CRD's structural ``openAPIV3Schema`` is *generated* from these models
+(:func:`spec_schema`), and every rule the schema alone cannot express is written once as
+a CEL ``x-kubernetes-validations`` rule next to a pydantic validator that checks the same
+thing, so the API server and the operator never disagree.
+
+Differences from the router's own file (:mod:`event_router.config.models`):
+
+* credentials only by reference: ``auth: {type, secretRef: {name}}`` names a Secret in the
+  RouterConfig's namespace (``username``/``password``; ``domain`` for active_directory;
+  ``accessKey``/``secretKey`` for aws_access_key); inline passwords are not in the schema;
+* each ``auth`` accepts only the types its component supports (vCenter: basic_auth,
+  Horizon: active_directory, EventBridge: aws_access_key | aws_iam_role, others: basic_auth);
+* ``checkpoint`` of vCenter/Horizon defaults to ``true`` (checkpoints live in a ConfigMap);
+  ``checkpointDir`` and ``certificates`` are not part of the CR (the operator decides).
+
+Run ``python -m event_router.operator.crd`` to print the CRD YAML (``crds/`` holds it).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from event_router.config.models import (
+    CheckpointTuning,
+    KReference,
+    ProcessorType,
+    ProviderType,
+    TypeStyle,
+    URIObject,
+)
+
+GROUP = "event-router.vmware.com"
+VERSION = "v1alpha1"
+KIND = "RouterConfig"
+PLURAL = "routerconfigs"
+SINGULAR = "routerconfig"
+SHORT_NAMES = ["rtc"]
+CRD_NAME = f"{PLURAL}.{GROUP}"
+
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+HOST_PORT = r"^[^\s/]*:[0-9]{1,5}$"
+HTTP_URL = r"^https?://[^\s/]+"
+
+
+def _rules(*rules: tuple[str, str]) -> ConfigDict:
+    """Model config carrying CEL rules: ``(rule, message)`` pairs."""
+    return ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        json_schema_extra={
+            "x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]
+        },
+    )
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# --- credentials by reference -----------------------------------------------------------
+
+
+class SecretRef(Strict):
+    """A Secret in the RouterConfig's namespace."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+
+
+class BasicAuthRef(Strict):
+    """basic_auth: the Secret holds ``username`` and ``password``
+    (type kubernetes.io/basic-auth)."""
+
+    type: Literal["basic_auth"]
+    secretRef: SecretRef
+
+
+class ActiveDirectoryAuthRef(Strict):
+    """active_directory: the Secret holds ``domain``, ``username`` and ``password``."""
+
+    type: Literal["active_directory"]
+    secretRef: SecretRef
+
+
+AWS_AUTH_RULE = (
+    "self.type == 'aws_iam_role' || has(self.secretRef)",
+    "secretRef is required when type is aws_access_key",
+)
+
+
+class AWSAuthRef(Strict):
+    """aws_access_key: the Secret holds ``accessKey`` and ``secretKey``;
+    aws_iam_role: no Secret (the pod's IAM role / web identity)."""
+
+    model_config = _rules(AWS_AUTH_RULE)
+
+    type: Literal["aws_access_key", "aws_iam_role"]
+    secretRef: SecretRef | None = None
+
+    @model_validator(mode="after")
+    def _secret_needed(self) -> AWSAuthRef:
+        if self.type == "aws_access_key" and self.secretRef is None:
+            raise ValueError(AWS_AUTH_RULE[1])
+        return self
+
+
+# --- providers --------------------------------------------------------------------------
+
+
+class VCenterSpec(Strict):
+    """vCenter Server (or vcsim) to read events from."""
+
+    address: str = Field(min_length=1, max_length=2048, pattern=HTTP_URL)
+    insecureSSL: bool = False
+    checkpoint: bool = True
+    auth: BasicAuthRef
+    pageSize: int = Field(default=100, ge=1, le=1000)
+    typeStyle: TypeStyle = "router"
+
+
+class HorizonSpec(Strict):
+    """Horizon REST API to read audit events from."""
+
+    address: str = Field(min_length=1, max_length=2048, pattern=HTTP_URL)
+    insecureSSL: bool = False
+    checkpoint: bool = True
+    auth: ActiveDirectoryAuthRef
+    pollIntervalSeconds: float = Field(default=1.0, gt=0, le=300)
+    typeStyle: TypeStyle = "router"
+
+
+WEBHOOK_PATH_RULE = ("self.path != '/'", "webhook.path must not be / (use e.g. /webhook)")
+
+
+class WebhookSpec(Strict):
+    """An HTTP endpoint receiving CloudEvents (POST, binary or structured)."""
+
+    model_config = _rules(WEBHOOK_PATH_RULE)
+
+    bindAddress: str = Field(max_length=261, pattern=HOST_PORT)
+    path: str = Field(max_length=1024, pattern=r"^/")
+    auth: BasicAuthRef | None = None
+    maxBodyBytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+
+    @model_validator(mode="after")
+    def _path(self) -> WebhookSpec:
+        if self.path == "/":
+            raise ValueError(WEBHOOK_PATH_RULE[1])
+        return self
+
+
+PROVIDER_SUBOBJECTS: dict[str, str] = {
+    "vcenter": "vcenter",
+    "horizon": "horizon",
+    "webhook": "webhook",
+    "vcsim": "vcsim",
+}
+PROCESSOR_SUBOBJECTS: dict[str, str] = {
+    "knative": "knative",
+    "openfaas": "openfaas",
+    "aws_event_bridge": "awsEventBridge",
+}
+
+
+def _matching_rules(section: str, mapping: dict[str, str]) -> list[tuple[str, str]]:
+    return [
+        (
+            f"(self.type == '{t}') == has(self.{field})",
+            f"{section}.{field} must be set when {section}.type is {t}, and only then",
+        )
+        for t, field in mapping.items()
+    ]
+
+
+def _check_matching(obj: BaseModel, section: str, mapping: dict[str, str]) -> None:
+    t = getattr(obj, "type")  # noqa: B009
+    for typ, field in mapping.items():
+        present = getattr(obj, field) is not None
+        if (t == typ) != present:
+            raise ValueError(
+                f"{section}.{field} must be set when {section}.type is {typ}, and only then"
+            )
+
+
+class EventProviderSpec(Strict):
+    """Where events come from; set the sub-object named by ``type``."""
+
+    model_config = _rules(*_matching_rules("eventProvider", PROVIDER_SUBOBJECTS))
+
+    type: ProviderType
+    name: str = Field(min_length=1, max_length=253)
+    vcenter: VCenterSpec | None = None
+    horizon: HorizonSpec | None = None
+    webhook: WebhookSpec | None = None
+    vcsim: VCenterSpec | None = None
+
+    @model_validator(mode="after")
+    def _matching(self) -> EventProviderSpec:
+        _check_matching(self, "eventProvider", PROVIDER_SUBOBJECTS)
+        return self
+
+
+# --- processors -------------------------------------------------------------------------
+
+DESTINATION_RULE = ("has(self.uri) != has(self.ref)", "exactly one of uri or ref must be set")
+
+
+class DestinationSpec(Strict):
+    """A URI, or a reference to an Addressable (Broker, Knative Service, ...) or a v1
+    Service, resolved by the operator."""
+
+    model_config = _rules(DESTINATION_RULE)
+
+    uri: URIObject | None = None
+    ref: KReference | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> DestinationSpec:
+        if (self.uri is None) == (self.ref is None):
+            raise ValueError(DESTINATION_RULE[1])
+        return self
+
+
+class KnativeSpec(Strict):
+    destination: DestinationSpec
+    encoding: Literal["binary", "structured"] = "binary"
+    insecureSSL: bool = False
+    auth: BasicAuthRef | None = None
+
+
+class OpenFaaSSpec(Strict):
+    address: str = Field(min_length=1, max_length=2048, pattern=HTTP_URL)
+    async_: bool = Field(default=False, alias="async")
+    auth: BasicAuthRef | None = None
+    refreshIntervalSeconds: float = Field(default=10.0, gt=0, le=3600)
+
+
+class EventBridgeSpec(Strict):
+    region: str = Field(min_length=1, max_length=64)
+    eventBus: str = Field(min_length=1, max_length=1600)
+    ruleARN: str = Field(min_length=1, max_length=1600, pattern=r"^arn:")
+    auth: AWSAuthRef
+    endpoint: str | None = Field(default=None, max_length=2048, pattern=HTTP_URL)
+    ruleRefreshSeconds: float = Field(default=300.0, gt=0)
+
+
+class EventProcessorSpec(Strict):
+    """Where events go; set the sub-object named by ``type``."""
+
+    model_config = _rules(*_matching_rules("eventProcessor", PROCESSOR_SUBOBJECTS))
+
+    type: ProcessorType
+    name: str = Field(min_length=1, max_length=253)
+    knative: KnativeSpec | None = None
+    openfaas: OpenFaaSSpec | None = None
+    awsEventBridge: EventBridgeSpec | None = None
+
+    @model_validator(mode="after")
+    def _matching(self) -> EventProcessorSpec:
+        _check_matching(self, "eventProcessor", PROCESSOR_SUBOBJECTS)
+        return self
+
+
+# --- metrics, checkpoints, the spec ------------------------------------------------------
+
+
+class MetricsDefaultSpec(Strict):
+    bindAddress: str = Field(max_length=261, pattern=HOST_PORT)
+    auth: BasicAuthRef | None = None
+
+
+class MetricsProviderSpec(Strict):
+    type: Literal["default"] = "default"
+    name: str = Field(min_length=1, max_length=253)
+    default: MetricsDefaultSpec
+
+
+class RouterConfigSpec(Strict):
+    """One event provider streaming to one event processor."""
+
+    eventProvider: EventProviderSpec
+    eventProcessor: EventProcessorSpec
+    metricsProvider: MetricsProviderSpec | None = None
+    checkpoint: CheckpointTuning = Field(default_factory=CheckpointTuning)
+
+
+# --- pydantic JSON schema -> structural OpenAPI v3 ----------------------------------------
+
+_DROP = {"title", "additionalProperties", "$defs"}
+
+
+def _structural(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_structural(n, defs) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = dict(node)
+    if "$ref" in node:
+        target = defs[node.pop("$ref").rsplit("/", 1)[-1]]
+        merged = {**copy.deepcopy(target), **node}
+        return _structural(merged, defs)
+    if "allOf" in node and len(node["allOf"]) == 1:
+        inner = node.pop("allOf")[0]
+        return _structural({**inner, **node}, defs)
+    if "anyOf" in node:
+        options = [o for o in node["anyOf"] if o != {"type": "null"}]
+        if len(options) != 1:
+            raise ValueError(f"cannot express anyOf {node['anyOf']} in a structural schema")
+        rest = {k: v for k, v in node.items() if k != "anyOf"}
+        if rest.get("default", "x") is None:
+            rest.pop("default")
+        return _structural({**options[0], **rest}, defs)
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP:
+            continue
+        if key == "const":
+            out["enum"] = [value]
+            out.setdefault("type", "string")
+        elif key == "exclusiveMinimum":
+            out["minimum"] = value
+            out["exclusiveMinimum"] = True
+        elif key == "exclusiveMaximum":
+            out["maximum"] = value
+            out["exclusiveMaximum"] = True
+        elif key == "description":
+            out[key] = " ".join(str(value).split()).replace("``", "")
+        elif key == "properties":
+            out[key] = {k: _structural(v, defs) for k, v in value.items()}
+        else:
+            out[key] = _structural(value, defs)
+    return out
+
+
+def spec_schema() -> dict[str, Any]:
+    """The structural OpenAPI v3 schema of ``spec``, generated from :class:`RouterConfigSpec`."""
+    raw = RouterConfigSpec.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.get("$defs", {})
+    schema: dict[str, Any] = _structural(raw, defs)
+    return schema
+
+
+CONDITION_TYPES = ("Ready", "SinkResolved", "CredentialsReady", "Deployed")
+
+STATUS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "observedGeneration": {"type": "integer", "format": "int64"},
+        "sinkUri": {"type": "string"},
+        "source": {"type": "string", "description": "Where events come from."},
+        "runtime": {"type": "string", "enum": ["deployment", "inprocess"]},
+        "configHash": {"type": "string"},
+        "conditions": {
+            "type": "array",
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+            "items": {
+                "type": "object",
+                "required": ["type", "status"],
+                "properties": {
+                    "type": {"type": "string"},
+                    "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+                    "reason": {"type": "string"},
+                    "message": {"type": "string"},
+                    "lastTransitionTime": {"type": "string", "format": "date-time"},
+                    "observedGeneration": {"type": "integer", "format": "int64"},
+                },
+            },
+        },
+    },
+}
+
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Provider", "type": "string", "jsonPath": ".spec.eventProvider.type"},
+    {"name": "Source", "type": "string", "jsonPath": ".status.source"},
+    {"name": "Processor", "type": "string", "jsonPath": ".spec.eventProcessor.type"},
+    {"name": "Sink", "type": "string", "jsonPath": ".status.sinkUri"},
+    {
+        "name": "Ready",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+    },
+    {
+        "name": "Reason",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+    },
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def crd() -> dict[str, Any]:
+    """The CustomResourceDefinition object."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": CRD_NAME,
+            "labels": {"app.kubernetes.io/part-of": "event-router"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": SINGULAR,
+                "shortNames": SHORT_NAMES,
+                "categories": ["all", "event-router"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "RouterConfig: one event provider streaming "
+                            "CloudEvents to one event processor.",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema(),
+                                "status": STATUS_SCHEMA,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def crd_yaml() -> str:
+    header = (
+        "# Generated by `python -m event_router.operator.crd` from event_router/operator/crd.py;"
+        " do not edit.\n"
+    )
+    return header + yaml.safe_dump(crd(), sort_keys=False, width=100)
+
+
+def main() -> None:
+    sys.stdout.write(crd_yaml())
+
+
+if __name__ == "__main__":
+    main()
