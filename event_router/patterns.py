@@ -320,7 +320,7 @@ def _compile_affix(op: str, arg: Any, path: str, *, allow_list: bool) -> Predica
         if set(arg) != {"equals-ignore-case"}:
             raise PatternError(
                 path,
-                f"{op} takes a string or {{\"equals-ignore-case\": <string>}} (got {_show(arg)})",
+                f'{op} takes a string or {{"equals-ignore-case": <string>}} (got {_show(arg)})',
             )
         ignore_case = True
         arg = arg["equals-ignore-case"]
@@ -378,7 +378,7 @@ def _compile_numeric(arg: Any, path: str) -> Predicate:
     if not isinstance(arg, list) or len(arg) not in (2, 4):
         raise PatternError(
             path,
-            f"numeric takes one or two comparisons, e.g. [\">\", 0, \"<=\", 5] (got {_show(arg)})",
+            f'numeric takes one or two comparisons, e.g. [">", 0, "<=", 5] (got {_show(arg)})',
         )
     checks: list[tuple[Callable[[float, float], bool], float]] = []
     kinds: list[str] = []
@@ -416,7 +416,7 @@ def _compile_numeric(arg: Any, path: str) -> Predicate:
 
 def _compile_cidr(arg: Any, path: str) -> Predicate:
     if not isinstance(arg, str):
-        raise PatternError(path, f"cidr takes a string like \"10.0.0.0/24\" (got {_show(arg)})")
+        raise PatternError(path, f'cidr takes a string like "10.0.0.0/24" (got {_show(arg)})')
     try:
         network = ipaddress.ip_network(arg, strict=False)
     except ValueError:
