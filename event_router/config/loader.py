@@ -1,0 +1,309 @@
+"""Load and validate a RouterConfig, with one actionable line per error.
+
+One file serves both shapes: the original router's file (``eventProvider`` ... at the top
+level) and the custom resource (the same fields under ``spec:``). Every error line reads
+``<field.path>: <message> (got <value>; allowed: ...)``; values of credentials are never
+shown.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import typing
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from event_router.config.models import (
+    ERROR_TYPE,
+    UNION_TAGS,
+    RouterConfig,
+    RouterSpec,
+    show,
+)
+
+__all__ = ["ConfigError", "check_files", "load_config", "parse_config"]
+
+#: fields of the CR's ``metadata`` that the router keeps; the rest belongs to Kubernetes
+_KEPT_METADATA = ("name", "labels")
+_CR_TOP = ("apiVersion", "kind", "metadata", "spec", "status")
+_SECRET_FIELDS = frozenset({"password", "secretKey", "accessKey"})
+_SHOWN_IN_AUTH = frozenset({"type", "username", "domain", "name"})
+
+
+class ConfigError(Exception):
+    """The config is invalid; ``errors`` holds one line per problem."""
+
+    def __init__(self, errors: list[str], source: str | None = None) -> None:
+        self.errors = errors
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}invalid config:\n  " + "\n  ".join(errors))
+
+
+# --- YAML ---------------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, yaml.Mark] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, typing.Hashable) and key in seen:
+            first = seen[key]
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"duplicate key {key!r} (first at line {first.line + 1}, "
+                f"column {first.column + 1})",
+                key_node.start_mark,
+            )
+        if isinstance(key, typing.Hashable):
+            seen[key] = key_node.start_mark
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,
+)
+
+
+def _read_yaml(text: str, source: str) -> Any:
+    try:
+        docs = [d for d in yaml.load_all(text, Loader=_StrictLoader) if d is not None]
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        problem = exc.problem or exc.context or "syntax error"
+        raise ConfigError([f"{source}:{where}: invalid YAML: {problem}"], source) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{source}: invalid YAML: {exc}"], source) from None
+    if not docs:
+        raise ConfigError([f"{source}: the file is empty (expected a RouterConfig)"], source)
+    if len(docs) > 1:
+        raise ConfigError(
+            [f"{source}: holds {len(docs)} YAML documents (allowed: exactly one RouterConfig)"],
+            source,
+        )
+    return docs[0]
+
+
+def load_config(path: str | os.PathLike[str]) -> RouterConfig:
+    """Read a YAML (or JSON) file in either shape and validate it."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{source}: config file not found"], source) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{source}: is a directory (expected a config file)"], source) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{source}: cannot read the config file: {exc}"], source) from None
+    try:
+        return parse_config(_read_yaml(text, source))
+    except ConfigError as exc:
+        exc.source = source
+        raise
+
+
+# --- shapes ---------------------------------------------------------------------------------
+
+
+def parse_config(data: dict[str, Any]) -> RouterConfig:
+    """Validate a config given as a mapping: the fields at the top level (the original's
+    file) or under ``spec:`` (the custom resource). Raises :class:`ConfigError`."""
+    if not isinstance(data, dict):
+        raise ConfigError([f"(root): expected a mapping of RouterConfig fields (got {show(data)})"])
+    if "spec" not in data:
+        return _validate(data, prefix="")
+    errors: list[str] = []
+    for key in data:
+        if key not in _CR_TOP:
+            hint = ""
+            if key in RouterSpec.model_fields:
+                hint = f"; it belongs under spec (spec.{key})"
+            errors.append(
+                f"{key}: unknown field next to spec{hint} (allowed at the top level: "
+                f"{', '.join(_CR_TOP)})"
+            )
+    spec = data["spec"]
+    if not isinstance(spec, dict):
+        errors.append(f"spec: expected a mapping (got {show(spec)})")
+    metadata = data.get("metadata")
+    if errors:
+        raise ConfigError(errors)
+    flat: dict[str, Any] = {k: v for k, v in data.items() if k in ("apiVersion", "kind")}
+    if isinstance(metadata, dict):
+        flat["metadata"] = {k: v for k, v in metadata.items() if k in _KEPT_METADATA}
+    elif "metadata" in data:
+        flat["metadata"] = metadata
+    for key, value in spec.items():
+        if key in ("apiVersion", "kind", "metadata"):
+            raise ConfigError([f"spec.{key}: belongs at the top level, not under spec"])
+        flat[key] = value
+    return _validate(flat, prefix="spec.", top=("apiVersion", "kind", "metadata"))
+
+
+def _validate(data: dict[str, Any], prefix: str, top: Iterable[str] = ()) -> RouterConfig:
+    try:
+        return RouterConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, prefix=prefix, top=tuple(top))) from None
+
+
+# --- error lines --------------------------------------------------------------------------
+
+
+def _path(loc: Iterable[str | int]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(root)"
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation (through Optional, Annotated, list, ...)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin is None:
+        return None
+    for arg in typing.get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _field(model: type[BaseModel], name: str) -> Any:
+    for fname, info in model.model_fields.items():
+        if name in (fname, info.alias):
+            return info
+    return None
+
+
+def _model_at(loc: Iterable[str | int]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = RouterConfig
+    for part in loc:
+        if model is None:
+            return None
+        if isinstance(part, int):
+            continue
+        info = _field(model, part)
+        if info is None:
+            return None
+        model = _model_of(info.annotation)
+    return model
+
+
+def _allowed_fields(model: type[BaseModel]) -> list[str]:
+    return [info.alias or name for name, info in model.model_fields.items()]
+
+
+def _is_secret(loc: tuple[str | int, ...]) -> bool:
+    names = [p for p in loc if isinstance(p, str)]
+    if not names:
+        return False
+    if names[-1] in _SECRET_FIELDS:
+        return True
+    in_auth = "auth" in names
+    return in_auth and names[-1] not in _SHOWN_IN_AUTH
+
+
+def _got(value: Any, loc: tuple[str | int, ...]) -> str:
+    if _is_secret(loc) and not isinstance(value, dict | list):
+        return "got a value that is not shown"
+    return f"got {show(value)}"
+
+
+def _message(err: Any, loc: tuple[str | int, ...]) -> str:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        allowed = _allowed_fields(parent) if parent else []
+        name = str(loc[-1])
+        close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        listed = f" (allowed: {', '.join(allowed)})" if allowed else ""
+        return f"unknown field{hint}{listed}"
+    if kind == "literal_error":
+        choices = ", ".join(re.findall(r"'([^']*)'", str(ctx.get("expected", ""))))
+        return f"not allowed ({_got(value, loc)}; allowed: {choices})"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"must be a mapping ({_got(value, loc)})"
+    if kind == "list_type":
+        return f"must be a list ({_got(value, loc)})"
+    if kind == "string_too_short" and ctx.get("min_length") == 1:
+        return "must not be empty"
+    if kind == "string_pattern_mismatch" and loc and loc[-1] == "region":
+        return f"not an AWS region name ({_got(value, loc)}; allowed: a region such as us-west-1)"
+    if kind == "string_type" and isinstance(value, int | float | bool):
+        return f"must be a string; quote the value in YAML ({_got(value, loc)})"
+    msg = str(err["msg"])
+    if kind == "value_error":
+        msg = msg.removeprefix("Value error, ")
+    msg = msg.replace("Input should be", "must be").replace("String should", "must")
+    return f"{msg} ({_got(value, loc)})"
+
+
+def format_errors(exc: ValidationError, prefix: str = "", top: tuple[str, ...] = ()) -> list[str]:
+    """One line per error: ``<field.path>: <message>``. ``prefix`` goes before every path
+    whose first element is not in ``top`` (``spec.`` for the CR shape)."""
+    lines: list[str] = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in UNION_TAGS))
+        if err["type"] == ERROR_TYPE:
+            problems = (err.get("ctx") or {}).get("problems", [])
+            entries = [
+                (loc + (tuple(field.split(".")) if field else ()), message)
+                for field, message in problems
+            ]
+        else:
+            entries = [(loc, _message(err, loc))]
+        for where, message in entries:
+            pre = prefix if where and where[0] not in top else ""
+            line = f"{pre}{_path(where)}: {message}"
+            if line not in lines:
+                lines.append(line)
+    return lines
+
+
+# --- files the config points to -------------------------------------------------------------
+
+
+def check_files(config: RouterConfig) -> list[str]:
+    """Problems with files the config names (root CA bundles), one line each."""
+    errors: list[str] = []
+    certs = config.certificates
+    for i, ca in enumerate(certs.rootCAs if certs else []):
+        path = Path(ca)
+        if not path.is_file():
+            errors.append(f"certificates.rootCAs[{i}]: file not found (got {ca!r})")
+            continue
+        try:
+            head = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            errors.append(f"certificates.rootCAs[{i}]: cannot read {ca!r}: {exc.strerror}")
+            continue
+        if "-----BEGIN CERTIFICATE-----" not in head:
+            errors.append(
+                f"certificates.rootCAs[{i}]: not a PEM certificate bundle (got {ca!r}; "
+                "allowed: a file with -----BEGIN CERTIFICATE----- blocks)"
+            )
+    return errors
