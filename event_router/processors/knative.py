@@ -1,0 +1,170 @@
+"""Knative processor: POST each CloudEvent to ``destination.uri`` (a Broker, Service, Channel...).
+
+* ``destination.uri``: the original's object form ``{scheme, host, port?, path?}`` or a
+  plain URL string. ``destination.ref`` (an Addressable) is resolved by the operator, which
+  renders the resolved URL into ``destination.uri``; a ``ref`` without ``uri`` is a startup
+  error here.
+* ``encoding``: ``binary`` (attributes as ``ce-`` headers, data as body; the default) or
+  ``structured`` (one ``application/cloudevents+json`` document).
+* ``insecureSSL`` skips certificate checks; ``certificates.rootCAs`` are trusted.
+* ``auth``: optional ``basic_auth`` (the original ignored it; we send it).
+* One pooled keep-alive :class:`httpx.AsyncClient`; retries per :mod:`event_router.delivery`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from cloudevents.conversion import to_binary, to_structured
+from cloudevents.http import CloudEvent
+
+from event_router.config.models import KnativeConfig, URIObject
+from event_router.core import DeliveryError, Processor, RouterContext
+from event_router.delivery import RetryPolicy, default_retry_status, send_with_retry
+
+log = logging.getLogger(__name__)
+
+__all__ = ["KnativeProcessor", "destination_url", "is_json_content_type"]
+
+FIELD = "eventProcessor.knative"
+
+
+def destination_url(cfg: KnativeConfig) -> str:
+    """The URL events are POSTed to; ValueError naming the field when there is none."""
+    dest = cfg.destination
+    uri = dest.uri
+    if uri is None:
+        if dest.ref is not None:
+            ref = dest.ref
+            ns = f"{ref.namespace}/" if ref.namespace else ""
+            raise ValueError(
+                f"{FIELD}.destination.ref: {ref.kind} {ns}{ref.name} ({ref.apiVersion}) must be "
+                f"resolved to a URL before the router starts; the operator does this and renders "
+                f"it into {FIELD}.destination.uri. Standalone, set {FIELD}.destination.uri "
+                f"instead (e.g. http://broker-ingress.knative-eventing.svc/default/default)"
+            )
+        raise ValueError(f"{FIELD}.destination: one of uri or ref is required (got neither)")
+    if isinstance(uri, URIObject):
+        host = f"[{uri.host}]" if ":" in uri.host and not uri.host.startswith("[") else uri.host
+        netloc = f"{host}:{uri.port}" if uri.port else host
+        path = uri.path or "/"
+        if not path.startswith("/"):
+            path = "/" + path
+        return urlunsplit((uri.scheme, netloc, path, "", ""))
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"{FIELD}.destination.uri: not an absolute http(s) URL (got {uri!r}; "
+            f"allowed: http://host[:port][/path] or https://...)"
+        )
+    return uri
+
+
+def is_json_content_type(content_type: str | None) -> bool:
+    """Absent (JSON by convention), application/json, or any ``+json`` / ``/json`` type."""
+    if not content_type:
+        return True
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media.endswith("/json") or media.endswith("+json")
+
+
+def _binary_marshaller(event: CloudEvent) -> Callable[[Any], Any]:
+    """Body of a binary-mode request: bytes as they are, text as UTF-8 unless the content
+    type is JSON, anything else (parsed JSON) serialized back to JSON."""
+    json_type = is_json_content_type(event.get("datacontenttype"))
+
+    def marshal(data: Any) -> Any:
+        if data is None or isinstance(data, bytes):
+            return data
+        if isinstance(data, bytearray | memoryview):
+            return bytes(data)
+        if isinstance(data, str) and not json_type:
+            return data.encode()
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+    return marshal
+
+
+class KnativeProcessor(Processor):
+    type = "knative"
+    max_in_flight = 1  # keep the provider's order
+
+    def __init__(
+        self, context: RouterContext, *, retry: RetryPolicy | None = None, timeout: float = 10.0
+    ) -> None:
+        super().__init__(context)
+        cfg = context.config.eventProcessor.knative
+        if cfg is None:
+            raise ValueError(f"{FIELD}: required when eventProcessor.type is knative")
+        self.cfg = cfg
+        self.retry = retry or RetryPolicy()
+        self.timeout = timeout
+        self.retry_hook: Callable[[int, str], None] | None = None
+        self._url: str | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._structured = cfg.encoding == "structured"
+
+    def address(self) -> str:
+        try:
+            url = destination_url(self.cfg)
+        except ValueError:
+            ref = self.cfg.destination.ref
+            return f"ref:{ref.kind}/{ref.name}" if ref else "<unset>"
+        parts = urlsplit(url)
+        # never show credentials embedded in the URL
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc = f"{netloc}:{parts.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+    async def start(self) -> None:
+        self._url = destination_url(self.cfg)
+        auth: httpx.BasicAuth | None = None
+        if self.cfg.auth is not None:
+            a = self.cfg.auth
+            if a.type != "basic_auth" or a.basicAuth is None:
+                raise ValueError(
+                    f"{FIELD}.auth.type: only basic_auth is supported for knative "
+                    f"(got {a.type!r}; allowed: basic_auth with {FIELD}.auth.basicAuth)"
+                )
+            auth = httpx.BasicAuth(a.basicAuth.username, a.basicAuth.password.get_secret_value())
+        verify = self.context.ssl_context(self.cfg.insecureSSL)
+        self._client = httpx.AsyncClient(
+            auth=auth,
+            verify=verify,
+            timeout=httpx.Timeout(self.timeout),
+            limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
+            follow_redirects=False,
+            trust_env=False,
+        )
+        log.info("knative: delivering to %s (%s encoding)", self.address(), self.cfg.encoding)
+
+    async def process(self, event: CloudEvent) -> None:
+        client, url = self._client, self._url
+        if client is None or url is None:
+            raise DeliveryError("knative processor not started")
+        if self._structured:
+            headers, body = to_structured(event)
+        else:
+            headers, body = to_binary(event, data_marshaller=_binary_marshaller(event))
+
+        async def send() -> httpx.Response:
+            return await client.post(url, headers=headers, content=body)
+
+        await send_with_retry(
+            send,
+            self.retry,
+            retry_status=default_retry_status,
+            on_retry=self.retry_hook,
+            what=f"knative delivery of event {event.get('id')} to {self.address()}",
+        )
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

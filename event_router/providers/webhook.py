@@ -1,0 +1,286 @@
+"""webhook provider: receive CloudEvents over HTTP and pass them on unchanged.
+
+Listens on ``eventProvider.webhook.bindAddress`` at ``path``:
+
+* POST only (405 with ``Allow: POST`` otherwise).
+* Binary mode (``ce-*`` headers, any body), structured mode
+  (``Content-Type: application/cloudevents+json``) and batches
+  (``application/cloudevents-batch+json``, a JSON array of structured events).
+* 400 for an invalid CloudEvent (with the reason), 415 for another media type, 413 for a
+  body over ``maxBodyBytes``, 401 with ``WWW-Authenticate`` when ``auth`` (basic_auth) is
+  set and the credentials are missing or wrong (compared in constant time).
+* 202 only once every event of the request was accepted by the router (queued). When it
+  cannot be accepted within ``accept_timeout`` (queues full) or the router is stopping:
+  503 with ``Retry-After``, so a client retry covers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from typing import Any
+
+from aiohttp import web
+from cloudevents.http import CloudEvent, from_http
+
+from event_router.core import Provider, Publisher, RouterContext
+from event_router.metrics import basic_auth_checker, split_host_port
+
+log = logging.getLogger(__name__)
+
+__all__ = ["WebhookProvider", "parse_request"]
+
+FIELD = "eventProvider.webhook"
+STRUCTURED = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
+_ATTR_NAME = re.compile(r"^[a-z0-9]+$")
+_REQUIRED = ("id", "source", "type")
+
+
+class InvalidEvent(ValueError):
+    """The request does not hold a valid CloudEvent (answered 400)."""
+
+
+class UnsupportedMediaType(ValueError):
+    """Neither binary mode nor a CloudEvents media type (answered 415)."""
+
+
+def _is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return True
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media.endswith("/json") or media.endswith("+json")
+
+
+def _binary_unmarshaller(content_type: str | None) -> Any:
+    """Binary mode: JSON bodies are decoded (when they parse), anything else stays bytes,
+    so the event goes on exactly as it came."""
+    json_type = _is_json(content_type)
+
+    def unmarshal(body: Any) -> Any:
+        if not body:
+            return None
+        if json_type:
+            try:
+                return json.loads(body)
+            except (ValueError, UnicodeDecodeError):
+                return body
+        return body
+
+    return unmarshal
+
+
+def _structured_unmarshaller(value: Any) -> Any:
+    # "data" arrives re-serialized as a JSON string; "data_base64" arrives decoded as bytes
+    if isinstance(value, str):
+        return json.loads(value)
+    return value
+
+
+def _check(event: CloudEvent) -> CloudEvent:
+    attrs = event.get_attributes()
+    for name in _REQUIRED:
+        value = attrs.get(name)
+        if not isinstance(value, str) or not value:
+            raise InvalidEvent(f"attribute {name!r} must be a non-empty string (got {value!r})")
+    for name, value in attrs.items():
+        if not _ATTR_NAME.match(name):
+            raise InvalidEvent(
+                f"attribute name {name!r} is invalid (allowed: lower-case letters and digits)"
+            )
+        if value is not None and not isinstance(value, str | int | bool):
+            raise InvalidEvent(
+                f"attribute {name!r} must be a string, integer or boolean "
+                f"(got {type(value).__name__})"
+            )
+        if isinstance(value, str) and any(c in value for c in "\r\n\x00"):
+            raise InvalidEvent(f"attribute {name!r} contains control characters")
+    return event
+
+
+def _structured(body: bytes | str) -> CloudEvent:
+    try:
+        return _check(
+            from_http(
+                {"content-type": STRUCTURED}, body, data_unmarshaller=_structured_unmarshaller
+            )
+        )
+    except InvalidEvent:
+        raise
+    except Exception as err:  # the SDK raises many exception types for bad input
+        raise InvalidEvent(_sdk_message(err)) from None
+
+
+def _sdk_message(err: Exception) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
+def parse_request(headers: dict[str, str], body: bytes) -> list[CloudEvent]:
+    """Decode one request into CloudEvents (headers with lower-case names).
+
+    Raises :class:`InvalidEvent` (400) or :class:`UnsupportedMediaType` (415).
+    """
+    content_type = headers.get("content-type")
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if "ce-specversion" in headers:
+        try:
+            event = from_http(headers, body, data_unmarshaller=_binary_unmarshaller(content_type))
+        except Exception as err:
+            raise InvalidEvent(_sdk_message(err)) from None
+        return [_check(event)]
+    if media == STRUCTURED:
+        return [_structured(body)]
+    if media == BATCH:
+        try:
+            items = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise InvalidEvent(f"batch body is not valid JSON: {_sdk_message(err)}") from None
+        if not isinstance(items, list):
+            raise InvalidEvent(f"batch body must be a JSON array (got {type(items).__name__})")
+        events = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise InvalidEvent(f"batch item {i}: must be a JSON object")
+            try:
+                events.append(_structured(json.dumps(item)))
+            except InvalidEvent as err:
+                raise InvalidEvent(f"batch item {i}: {err}") from None
+        return events
+    raise UnsupportedMediaType(
+        f"unsupported media type {media or '(none)'!r}: send a binary-mode CloudEvent "
+        f"(ce-specversion and other ce- headers) or Content-Type {STRUCTURED} or {BATCH}"
+    )
+
+
+class WebhookProvider(Provider):
+    type = "webhook"
+
+    def __init__(
+        self, context: RouterContext, *, accept_timeout: float = 5.0, retry_after: int = 1
+    ) -> None:
+        cfg = context.config.eventProvider.webhook
+        if cfg is None:
+            raise ValueError(f"{FIELD}: required when eventProvider.type is webhook")
+        self.cfg = cfg
+        super().__init__(context)
+        self.host, self.port = split_host_port(cfg.bindAddress, field=f"{FIELD}.bindAddress")
+        if not cfg.path.startswith("/") or cfg.path == "/":
+            raise ValueError(
+                f"{FIELD}.path: must start with / and not be / alone (got {cfg.path!r}; "
+                "e.g. /webhook)"
+            )
+        self.path = cfg.path
+        self.max_body = cfg.maxBodyBytes
+        self.accept_timeout = accept_timeout
+        self.retry_after = str(retry_after)
+        self._check_auth = basic_auth_checker(cfg.auth, field=f"{FIELD}.auth")
+        self._publisher: Publisher | None = None
+        self._count_rejected: Any = None
+        self.url = ""
+
+    def address(self) -> str:
+        return f"http://{self.cfg.bindAddress}{self.cfg.path}"
+
+    async def run(self, publisher: Publisher) -> None:
+        self._publisher = publisher
+        self._count_rejected = getattr(publisher, "count_rejected", None)
+        app = web.Application(client_max_size=self.max_body)
+        app.router.add_route("*", self.path, self._handle)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self.port)
+            try:
+                await site.start()
+            except OSError as err:
+                raise OSError(
+                    err.errno,
+                    f"{FIELD}.bindAddress: cannot listen on {self.cfg.bindAddress}: {err.strerror}",
+                ) from err
+            server = site._server
+            if server is not None and getattr(server, "sockets", None):
+                self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            self.url = f"http://{host}:{self.port}{self.path}"
+            self.stats.address = self.url
+            self.ready = True
+            log.info("webhook: listening on %s", self.url)
+            await asyncio.Event().wait()
+        finally:
+            self.ready = False
+            await runner.cleanup()
+
+    # --- request handling ------------------------------------------------------------
+
+    def _reject(
+        self, status: int, text: str, headers: dict[str, str] | None = None
+    ) -> web.Response:
+        if self._count_rejected is not None:
+            self._count_rejected(self.type, status)
+        return web.Response(status=status, text=text + "\n", headers=headers)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "webhook request %s %s from %s headers=%s",
+                request.method,
+                request.path,
+                request.remote,
+                {
+                    k: ("<redacted>" if k.lower() in SECRET_HEADERS else v)
+                    for k, v in request.headers.items()
+                },
+            )
+        if request.method != "POST":
+            return self._reject(
+                405, f"method {request.method} not allowed: use POST", {"Allow": "POST"}
+            )
+        if self._check_auth is not None and not self._check_auth(
+            request.headers.get("Authorization")
+        ):
+            return self._reject(
+                401,
+                "unauthorized: valid basic auth credentials required",
+                {"WWW-Authenticate": 'Basic realm="event-router webhook", charset="UTF-8"'},
+            )
+        length = request.content_length
+        if length is not None and length > self.max_body:
+            return self._reject(413, self._too_large(length))
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._reject(413, self._too_large(None))
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            events = parse_request(headers, body)
+        except UnsupportedMediaType as err:
+            return self._reject(415, str(err))
+        except InvalidEvent as err:
+            self.stats.events_err += 1
+            return self._reject(400, f"invalid CloudEvent: {err}")
+        publisher = self._publisher
+        assert publisher is not None
+        try:
+            async with asyncio.timeout(self.accept_timeout):
+                for event in events:
+                    await publisher.publish(event)
+        except TimeoutError:
+            log.warning("webhook: router queue full for %.1fs; answering 503", self.accept_timeout)
+            return self._reject(503, "router busy: retry later", {"Retry-After": self.retry_after})
+        except Exception as err:  # RouterClosed (shutting down) and the like
+            log.info("webhook: event not accepted (%s); answering 503", err)
+            return self._reject(
+                503, "router shutting down: retry later", {"Retry-After": self.retry_after}
+            )
+        return web.Response(status=202)
+
+    def _too_large(self, length: int | None) -> str:
+        got = f"{length} bytes" if length is not None else "more"
+        return (
+            f"request body too large (got {got}; allowed: at most {self.max_body} bytes, "
+            f"{FIELD}.maxBodyBytes)"
+        )

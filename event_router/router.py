@@ -1,0 +1,405 @@
+r"""The router core: one provider, its processors, their queues, and the lifecycle.
+
+::
+
+    provider --publish()--> [queue A] --worker--> processor A --\
+                       \--> [queue B] --worker--> processor B ---+--> ticket (True/False)
+
+* Each processor has its own bounded queue and an optional filter. ``publish`` waits while a
+  queue is full (backpressure): nothing is ever dropped.
+* Per processor, events are dispatched in the order they were published. With
+  ``max_in_flight == 1`` (the default) they are also delivered in that order; a processor
+  that allows more keeps the dispatch order but may complete out of order.
+* ``publish`` returns a ticket (a future) that resolves True once every processor
+  delivered the event (filtered-out counts as delivered), False when any failed after its
+  retries. Checkpointing providers advance only over True (``CheckpointTracker``).
+* ``stop``: intake stops (publishers get :class:`RouterClosed`, the webhook answers 503),
+  queued events are delivered within the timeout (what is left resolves False), then the
+  provider is closed (its final checkpoint), then the processors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from cloudevents.http import CloudEvent
+
+from event_router.core import DeliveryError, Processor, Provider, RouterContext
+from event_router.metrics import InvocationStats, MetricsServer, RouterMetrics, rfc3339
+from event_router.processors import processor_class
+from event_router.providers import provider_class
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_QUEUE_SIZE", "EventFilter", "ProcessorSlot", "Router", "RouterClosed"]
+
+DEFAULT_QUEUE_SIZE = 1000
+
+EventFilter = Callable[[CloudEvent], bool]
+
+
+class RouterClosed(Exception):
+    """The router is stopping and accepts no more events (a client retry will cover it)."""
+
+
+class _Entry:
+    __slots__ = ("accepted", "event", "ok", "pending", "ticket")
+
+    def __init__(self, event: CloudEvent, ticket: asyncio.Future[bool], pending: int) -> None:
+        self.event = event
+        self.ticket = ticket
+        self.pending = pending
+        self.ok = True
+        self.accepted = time.perf_counter()
+
+
+class ProcessorSlot:
+    """One processor with its queue, filter and statistics."""
+
+    def __init__(
+        self,
+        processor: Processor,
+        *,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        filter: EventFilter | None = None,
+        name: str | None = None,
+    ) -> None:
+        if queue_size < 1:
+            raise ValueError(f"queue_size: must be >= 1 (got {queue_size})")
+        self.processor = processor
+        self.name = name or processor.type
+        self.filter = filter
+        self.queue_size = queue_size
+        self.queue: asyncio.Queue[_Entry] = asyncio.Queue(queue_size)
+        self.stats = InvocationStats(processor.type, processor.address(), time.time())
+        self.worker: asyncio.Task[None] | None = None
+        self.in_flight: set[asyncio.Task[None]] = set()
+
+
+class Router:
+    """Wires one provider to its processors. Also the :class:`~event_router.core.Publisher`
+    the provider publishes into."""
+
+    def __init__(
+        self,
+        context: RouterContext,
+        *,
+        provider: Provider | None = None,
+        processors: Sequence[ProcessorSlot] | None = None,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+    ) -> None:
+        self.context = context
+        config = context.config
+        self.provider: Provider = provider or provider_class(config.eventProvider.type)(context)
+        if processors is None:
+            proc = processor_class(config.eventProcessor.type)(context)
+            processors = [
+                ProcessorSlot(proc, queue_size=queue_size, name=config.eventProcessor.name)
+            ]
+        if not processors:
+            raise ValueError("a router needs at least one processor")
+        self.slots: list[ProcessorSlot] = list(processors)
+        self.metrics = RouterMetrics(context.labels)
+        self._provider_type = self.provider.type
+        self._metrics_server: MetricsServer | None = None
+        mp = config.metricsProvider
+        if mp is not None:
+            self._metrics_server = MetricsServer(
+                mp.default.bindAddress,
+                self.metrics,
+                stats=self.stats,
+                ready=lambda: self.ready,
+                auth=mp.default.auth,
+            )
+        for slot in self.slots:
+            m = self.metrics
+            m.child(m.queue_capacity, slot.name).set(slot.queue_size)
+            m.child(m.queue_depth, slot.name).set_function(slot.queue.qsize)
+            # processors that retry report each retry here (see docs/router.md)
+            slot.processor.retry_hook = self._retry_hook(slot)  # type: ignore[attr-defined]
+        m = self.metrics
+        m.ready.set_function(lambda: 1.0 if self.ready else 0.0)
+        self._closing = False
+        self._closed = asyncio.Event()
+        self._started = False
+        self._stopped = False
+        self._provider_task: asyncio.Task[None] | None = None
+        self._started_processors: list[Processor] = []
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """The provider is connected and every processor started."""
+        return self._started and not self._closing and bool(self.provider.ready)
+
+    @property
+    def metrics_url(self) -> str | None:
+        return self._metrics_server.url if self._metrics_server else None
+
+    async def start(self) -> None:
+        """Start the processors (raising their startup errors), the metrics server if
+        configured, the workers, and the provider task."""
+        if self._started:
+            raise RuntimeError("router already started")
+        try:
+            for slot in self.slots:
+                await slot.processor.start()
+                self._started_processors.append(slot.processor)
+            if self._metrics_server is not None:
+                await self._metrics_server.start()
+        except BaseException:
+            await self._close_processors()
+            raise
+        for slot in self.slots:
+            slot.worker = asyncio.create_task(self._work(slot), name=f"router-{slot.name}")
+        self._provider_task = asyncio.create_task(
+            self.provider.run(self), name=f"provider-{self.provider.type}"
+        )
+        self._started = True
+        log.info(
+            "router started: provider %s (%s) -> %s",
+            self.provider.type,
+            self.provider.address(),
+            ", ".join(f"{s.processor.type} ({s.processor.address()})" for s in self.slots),
+        )
+
+    async def wait(self) -> None:
+        """Return when the provider task ends (normally only after stop); raise its error."""
+        if self._provider_task is None:
+            raise RuntimeError("router not started")
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(self._provider_task)
+        if self._provider_task.done() and not self._provider_task.cancelled():
+            exc = self._provider_task.exception()
+            if exc is not None:
+                raise exc
+
+    async def stop(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - contract
+        """Stop intake, deliver what is queued within ``timeout`` seconds (the rest resolves
+        False), close the provider (final checkpoint), then the processors."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._closing = True
+        self._closed.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if self._provider_task is not None and not self._provider_task.done():
+            self._provider_task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(
+                    asyncio.shield(self._provider_task), max(0.1, deadline - loop.time())
+                )
+        if self._started:
+            await self._drain(max(0.0, deadline - loop.time()))
+        try:
+            await self.provider.close()
+        except Exception:
+            log.exception("provider %s: close failed", self.provider.type)
+        await self._close_processors()
+        if self._metrics_server is not None:
+            await self._metrics_server.stop()
+        log.info("router stopped")
+
+    async def _drain(self, bound: float) -> None:
+        joins = [asyncio.ensure_future(self._join(slot)) for slot in self.slots]
+        _, pending = await asyncio.wait(joins, timeout=bound)
+        for task in pending:
+            task.cancel()
+        left = sum(slot.queue.qsize() + len(slot.in_flight) for slot in self.slots)
+        if pending:
+            log.warning(
+                "stop: %d event(s) not delivered within %.1fs; they stay unacknowledged",
+                left,
+                bound,
+            )
+        for slot in self.slots:
+            if slot.worker is not None:
+                slot.worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await slot.worker
+            for task in list(slot.in_flight):
+                task.cancel()
+            if slot.in_flight:
+                await asyncio.gather(*slot.in_flight, return_exceptions=True)
+            while not slot.queue.empty():
+                entry = slot.queue.get_nowait()
+                slot.queue.task_done()
+                self._settle(entry, False)
+
+    @staticmethod
+    async def _join(slot: ProcessorSlot) -> None:
+        await slot.queue.join()
+
+    async def _close_processors(self) -> None:
+        while self._started_processors:
+            proc = self._started_processors.pop()
+            try:
+                await proc.close()
+            except Exception:
+                log.exception("processor %s: close failed", proc.type)
+
+    # --- intake ----------------------------------------------------------------------
+
+    async def publish(self, event: CloudEvent) -> asyncio.Future[bool]:
+        """Accept one event. Waits while a processor queue is full; raises
+        :class:`RouterClosed` when the router is stopping."""
+        if self._closing:
+            raise RouterClosed("router is shutting down")
+        slots = [s for s in self.slots if s.filter is None or s.filter(event)]
+        ticket: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        entry = _Entry(event, ticket, len(slots))
+        self.provider.stats.events_total += 1
+        m = self.metrics
+        m.child(m.received, self._provider_type, event.get("type") or "").inc()
+        if not slots:
+            ticket.set_result(True)
+            return ticket
+        for i, slot in enumerate(slots):
+            try:
+                await self._put(slot, entry)
+            except BaseException:
+                # not enqueued here nor in the slots after: they will never settle it
+                entry.pending -= len(slots) - i
+                entry.ok = False
+                if entry.pending == 0 and not ticket.done():
+                    ticket.set_result(False)
+                raise
+        return ticket
+
+    async def _put(self, slot: ProcessorSlot, entry: _Entry) -> None:
+        queue = slot.queue
+        if not queue.full():
+            queue.put_nowait(entry)
+            return
+        put = asyncio.ensure_future(queue.put(entry))
+        closing = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait({put, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing.cancel()
+            if not put.done():
+                put.cancel()
+        if put.done() and not put.cancelled() and put.exception() is None:
+            return
+        raise RouterClosed("router is shutting down")
+
+    def count_rejected(self, provider: str, status: int) -> None:
+        """Providers that answer requests (webhook) report rejected ones here."""
+        m = self.metrics
+        m.child(m.rejected, provider, str(status)).inc()
+
+    # --- delivery --------------------------------------------------------------------
+
+    async def _work(self, slot: ProcessorSlot) -> None:
+        queue = slot.queue
+        limit = max(1, int(getattr(slot.processor, "max_in_flight", 1)))
+        if limit == 1:
+            while True:
+                entry = await queue.get()
+                try:
+                    await self._deliver(slot, entry)
+                finally:
+                    queue.task_done()
+        sem = asyncio.Semaphore(limit)
+        while True:
+            await sem.acquire()
+            entry = await queue.get()
+            task = asyncio.create_task(self._deliver_one(slot, entry, sem))
+            slot.in_flight.add(task)
+            task.add_done_callback(slot.in_flight.discard)
+
+    async def _deliver_one(
+        self, slot: ProcessorSlot, entry: _Entry, sem: asyncio.Semaphore
+    ) -> None:
+        try:
+            await self._deliver(slot, entry)
+        finally:
+            sem.release()
+            slot.queue.task_done()
+
+    async def _deliver(self, slot: ProcessorSlot, entry: _Entry) -> None:
+        event = entry.event
+        ok = False
+        try:
+            await slot.processor.process(event)
+            ok = True
+        except DeliveryError as err:
+            log.warning(
+                "processor %s: event %s (%s) not delivered: %s",
+                slot.name,
+                event.get("id"),
+                event.get("type"),
+                err,
+            )
+        except asyncio.CancelledError:
+            self._record(slot, entry, False)
+            raise
+        except Exception:
+            log.exception(
+                "processor %s: unexpected error delivering event %s", slot.name, event.get("id")
+            )
+        self._record(slot, entry, ok)
+
+    def _record(self, slot: ProcessorSlot, entry: _Entry, ok: bool) -> None:
+        event = entry.event
+        m = self.metrics
+        etype = event.get("type") or ""
+        m.child(m.delivered if ok else m.failed, slot.name, etype).inc()
+        m.child(m.latency, slot.name).observe(time.perf_counter() - entry.accepted)
+        slot.stats.record(event.get("subject") or etype, ok)
+        self._settle(entry, ok)
+
+    def _settle(self, entry: _Entry, ok: bool) -> None:
+        if not ok:
+            entry.ok = False
+        entry.pending -= 1
+        if entry.pending <= 0 and not entry.ticket.done():
+            if not entry.ok:
+                self.provider.stats.events_err += 1
+            entry.ticket.set_result(entry.ok)
+
+    def _retry_hook(self, slot: ProcessorSlot) -> Callable[[int, str], None]:
+        counter = self.metrics.retried
+        metrics = self.metrics
+
+        def hook(attempt: int, reason: str) -> None:
+            metrics.child(counter, slot.name, _reason_label(reason)).inc()
+
+        return hook
+
+    # --- stats -----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """The original's ``/stats`` JSON."""
+        ps = self.provider.stats
+        elapsed = max(time.time() - ps.started, 1e-9)
+        entries: dict[str, Any] = {
+            self.provider.type: {
+                "type": ps.type,
+                "address": ps.address,
+                "started": rfc3339(ps.started),
+                "events_total": ps.events_total,
+                "events_err": ps.events_err,
+                "events_per_sec": round(ps.events_total / elapsed, 3),
+            }
+        }
+        for slot in self.slots:
+            key = slot.processor.type
+            if key in entries:  # several processors of one type: keep them apart
+                key = f"{key}-{slot.name}"
+            entries[key] = slot.stats.as_json()
+        return {"vmware.event.router.stats": entries}
+
+
+def _reason_label(reason: str) -> str:
+    """Bounded label values: 'HTTP 503' stays, transport errors keep their class name."""
+    if reason.startswith("HTTP "):
+        return reason
+    return reason.split(":", 1)[0]
