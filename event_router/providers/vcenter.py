@@ -1,0 +1,496 @@
+"""The vCenter event provider (type ``vcenter``; ``vcsim`` is a deprecated alias).
+
+One EventHistoryCollector over the root folder (recursion ``all``), read with
+``ReadNextEvents`` pages back to back while there is a backlog. When caught up it waits
+for the collector's ``latestPage`` to change with ``WaitForUpdatesEx`` (push: an event is
+read as soon as vCenter has it), polling only if the server does not support that.
+
+pyVmomi is blocking and its stubs are not thread-safe, so every vSphere call runs in one
+dedicated thread per provider. On NotAuthenticated, a lost connection or a restarted
+vCenter the provider logs in again with exponential backoff and resumes after the last
+event it published; ``ready`` is False meanwhile and the process keeps running.
+
+Checkpoints (``checkpoint: true``): the original router's JSON (``cp-<host>.json`` in
+``checkpointDir``, or the runtime's store, e.g. a ConfigMap), advanced only over events
+every processor delivered, written every ``checkpoint.periodSeconds`` when something new
+was delivered and on shutdown. A fresh start writes its first checkpoint at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import http.client
+import logging
+import random
+import ssl
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from pyVim import connect
+from pyVmomi import vim, vmodl
+
+from event_router.checkpoints import (
+    CheckpointStore,
+    CheckpointTracker,
+    FileStore,
+    VCenterCheckpoint,
+)
+from event_router.config.models import VCenterConfig
+from event_router.core import Provider, Publisher, RouterContext
+from event_router.events.vcenter import event_name, rfc3339, to_cloudevent
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: how long one WaitForUpdatesEx may block (also bounds shutdown and keeps the session alive)
+WAIT_SECONDS = 2
+#: polling interval when the server does not support WaitForUpdatesEx
+POLL_SECONDS = 0.5
+#: socket timeout of every vSphere call (must exceed WAIT_SECONDS)
+HTTP_TIMEOUT_SECONDS = 30
+BACKOFF_INITIAL = 0.5
+BACKOFF_MAX = 30.0
+
+
+class VCenterStartupError(Exception):
+    """A problem a restart cannot fix (wrong credentials, untrusted certificate)."""
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where the stream is: the last event published (or delivered, for checkpoints)."""
+
+    key: int
+    created: dt.datetime
+    type: str
+
+
+class ResumeFilter:
+    """Skips the events already delivered at a resume point.
+
+    The collector starts at the resume point's ``createdTime`` (inclusive), so events that
+    share that timestamp come again. Those up to and including the resume key are dropped;
+    if the key is not among them (vCenter restarted, history pruned) they are all passed
+    on: at least once. Keys are compared for equality only, never for order (int32 keys
+    may wrap to negative values).
+    """
+
+    def __init__(self, key: int, created: dt.datetime) -> None:
+        self.key = key
+        self.created = created
+        self.active = True
+        self._held: list[Any] = []
+
+    def feed(self, event: Any) -> list[Any]:
+        if not self.active:
+            return [event]
+        created = event.createdTime
+        if created < self.created:
+            return [event]
+        if created == self.created:
+            if event.key == self.key:
+                self._held.clear()
+                self.active = False
+                return []
+            self._held.append(event)
+            return []
+        return [*self.release(), event]
+
+    def release(self) -> list[Any]:
+        """Caught up without meeting the key: pass on what was held."""
+        self.active = False
+        held, self._held = self._held, []
+        return held
+
+
+def _split_address(address: str) -> tuple[str, str, int, str]:
+    """``https://host[:port][/sdk]`` (or a bare host) -> scheme, host, port, path."""
+    text = address.strip()
+    if "://" not in text:
+        text = "https://" + text
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(
+            f"eventProvider.vcenter.address: scheme must be https or http (got {address!r})"
+        )
+    host = parts.hostname
+    if not host:
+        raise ValueError(f"eventProvider.vcenter.address: no host in {address!r}")
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        raise ValueError(f"eventProvider.vcenter.address: bad port in {address!r}") from None
+    path = parts.path.rstrip("/") or "/sdk"
+    return scheme, host, port, path
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Errors after which logging in again may help."""
+    return isinstance(
+        exc,
+        vim.fault.NotAuthenticated
+        | vmodl.fault.ManagedObjectNotFound
+        | vmodl.fault.RequestCanceled
+        | vmodl.fault.HostCommunication
+        | vmodl.fault.SystemError
+        | vim.fault.InvalidState
+        | OSError
+        | http.client.HTTPException
+        | EOFError,
+    )
+
+
+def _msg(exc: BaseException) -> str:
+    return str(getattr(exc, "msg", None) or exc)
+
+
+class VCenterProvider(Provider):
+    type = "vcenter"
+
+    def __init__(self, context: RouterContext) -> None:
+        ep = context.config.eventProvider
+        cfg: VCenterConfig | None = ep.vcsim or ep.vcenter if ep.type == "vcsim" else ep.vcenter
+        if cfg is None:
+            raise ValueError(
+                f"eventProvider.{ep.type}: missing (type {ep.type!r} needs a "
+                f"'{ep.type}:' section with address and auth)"
+            )
+        self.cfg = cfg
+        self.scheme, self.host, self.port, self.path = _split_address(cfg.address)
+        super().__init__(context)
+        self.stats.type = ep.type
+        if ep.type == "vcsim":
+            log.warning("eventProvider.type 'vcsim' is deprecated; use 'vcenter' (same fields)")
+        auth = cfg.auth
+        if auth.type != "basic_auth" or auth.basicAuth is None:
+            raise ValueError(
+                f"eventProvider.vcenter.auth.type: must be basic_auth with basicAuth "
+                f"username/password (got {auth.type!r})"
+            )
+        self._username = auth.basicAuth.username
+        self._password = auth.basicAuth.password
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"vc-{self.host}")
+        self._si: Any = None
+        self._instance_uuid = ""
+        self._api_version = ""
+        self._collector: Any = None
+        self._filter: Any = None
+        #: last event handed to the publisher (resume point after a reconnect)
+        self._last_published: Position | None = None
+        self._resume: ResumeFilter | None = None
+        self._tracker: CheckpointTracker[Position] = CheckpointTracker()
+        self._store: CheckpointStore | None = None
+        self._checkpointed: Position | None = None
+        self._checkpoint_task: asyncio.Task[None] | None = None
+        self._closed = False
+        #: where the collector began on the first connect
+        self._begin: dt.datetime | None = None
+        #: events published / skipped by the resume filter (for tests and /stats)
+        self.skipped = 0
+
+    # --- identity ------------------------------------------------------------------------
+
+    def address(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        port = "" if self.port == default else f":{self.port}"
+        return f"{self.scheme}://{self.host}{port}{self.path}"
+
+    def checkpoint_store(self) -> CheckpointStore | None:
+        if not self.cfg.checkpoint:
+            return None
+        factory = self.context.checkpoint_store_factory
+        if factory is not None:
+            return factory(self.host)
+        return FileStore(Path(self.cfg.checkpointDir) / f"cp-{self.host}.json")
+
+    # --- thread plumbing -------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    # --- session -------------------------------------------------------------------------
+
+    def _login(self) -> None:
+        ssl_context = self.context.ssl_context(self.cfg.insecureSSL)
+        si = connect.SmartConnect(
+            protocol=self.scheme,
+            host=self.host,
+            port=self.port,
+            path=self.path,
+            user=self._username,
+            pwd=self._password.get_secret_value(),
+            sslContext=ssl_context if self.scheme == "https" else None,
+            disableSslCertValidation=self.cfg.insecureSSL,
+            httpConnectionTimeout=HTTP_TIMEOUT_SECONDS,
+        )
+        about = si.content.about
+        self._si = si
+        self._instance_uuid = str(about.instanceUuid or self.address())
+        self._api_version = str(about.apiVersion or "")
+
+    def _logout(self) -> None:
+        si, self._si = self._si, None
+        self._collector = self._filter = None
+        if si is None:
+            return
+        with contextlib.suppress(Exception):
+            connect.Disconnect(si)
+
+    def _now(self) -> dt.datetime:
+        now: dt.datetime = self._si.CurrentTime()
+        return now.astimezone(dt.UTC)
+
+    def _open_collector(self, begin: dt.datetime) -> None:
+        content = self._si.content
+        spec = vim.event.EventFilterSpec(
+            entity=vim.event.EventFilterSpec.ByEntity(entity=content.rootFolder, recursion="all"),
+            time=vim.event.EventFilterSpec.ByTime(beginTime=begin),
+        )
+        collector = content.eventManager.CreateCollectorForEvents(filter=spec)
+        # latestPage is only our wake-up signal: keep it (and each update) small
+        with contextlib.suppress(vmodl.MethodFault):
+            collector.SetCollectorPageSize(1)
+        pc = content.propertyCollector
+        filter_spec = vmodl.query.PropertyCollector.FilterSpec(
+            objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=collector, skip=False)],
+            propSet=[
+                vmodl.query.PropertyCollector.PropertySpec(
+                    type=vim.event.EventHistoryCollector, pathSet=["latestPage"], all=False
+                )
+            ],
+        )
+        self._filter = pc.CreateFilter(filter_spec, partialUpdates=False)
+        self._collector = collector
+
+    def _read(self, count: int) -> list[Any]:
+        return list(self._collector.ReadNextEvents(maxCount=count) or [])
+
+    def _wait(self, version: str) -> str:
+        pc = self._si.content.propertyCollector
+        options = vmodl.query.PropertyCollector.WaitOptions(maxWaitSeconds=WAIT_SECONDS)
+        update = pc.WaitForUpdatesEx(version, options)
+        return str(update.version) if update is not None else version
+
+    # --- run -------------------------------------------------------------------------------
+
+    async def run(self, publisher: Publisher) -> None:
+        self._store = self.checkpoint_store()
+        saved: VCenterCheckpoint | None = None
+        if self._store is not None:
+            raw = await self._store.load()
+            if raw is not None:
+                saved = VCenterCheckpoint.from_json(
+                    raw, where=f"checkpoint {self._store.describe()}"
+                )
+                log.info(
+                    "vcenter %s: checkpoint %s: last event %d (%s) at %s",
+                    self.address(),
+                    self._store.describe(),
+                    saved.last_event_key,
+                    saved.last_event_type or "-",
+                    rfc3339(saved.last_event_time),
+                )
+        first = True
+        delay = BACKOFF_INITIAL
+        try:
+            while True:
+                try:
+                    await self._call(self._login)
+                    if first:
+                        begin = self._begin = await self._start_point(saved)
+                    else:
+                        begin = self._resume_point()
+                    await self._call(self._open_collector, begin)
+                    if first:
+                        first = False
+                        if self._store is not None and saved is None:
+                            await self._save(Position(0, begin, ""), force=True)
+                        if self._store is not None and self._checkpoint_task is None:
+                            self._checkpoint_task = asyncio.create_task(
+                                self._checkpoint_loop(), name=f"checkpoints {self.address()}"
+                            )
+                    self.ready = True
+                    delay = BACKOFF_INITIAL
+                    log.info("vcenter %s: connected, streaming events", self.address())
+                    await self._stream(publisher)
+                except asyncio.CancelledError:
+                    raise
+                except vim.fault.InvalidLogin as e:
+                    if first:
+                        raise VCenterStartupError(
+                            f"eventProvider.vcenter.auth.basicAuth: vCenter {self.address()} "
+                            f"rejected the login of user {self._username!r}: {_msg(e)}"
+                        ) from None
+                    log.error("vcenter %s: login rejected, retrying: %s", self.address(), _msg(e))
+                except ssl.SSLCertVerificationError as e:
+                    if first:
+                        raise VCenterStartupError(
+                            f"eventProvider.vcenter.address: the TLS certificate of "
+                            f"{self.address()} is not trusted ({e.verify_message}); add its CA "
+                            "to certificates.rootCAs or set insecureSSL: true"
+                        ) from None
+                    log.error("vcenter %s: TLS verification failed: %s", self.address(), e)
+                except Exception as e:
+                    if not _is_transient(e):
+                        log.exception("vcenter %s: unexpected error, reconnecting", self.address())
+                    else:
+                        log.warning(
+                            "vcenter %s: %s: %s; reconnecting in %.1fs",
+                            self.address(),
+                            type(e).__name__,
+                            _msg(e),
+                            delay,
+                        )
+                self.ready = False
+                await self._call(self._logout)
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, BACKOFF_MAX)
+        finally:
+            self.ready = False
+
+    async def _start_point(self, saved: VCenterCheckpoint | None) -> dt.datetime:
+        """Where the collector begins on the first connect (and the resume filter)."""
+        now = await self._call(self._now)
+        max_age = self.config.checkpoint.maxAgeSeconds
+        if saved is None:
+            return now
+        if max_age == 0:
+            log.info("vcenter %s: checkpoint.maxAgeSeconds is 0: no replay", self.address())
+            return now
+        oldest = now - dt.timedelta(seconds=max_age)
+        if saved.last_event_time < oldest:
+            log.warning(
+                "vcenter %s: checkpoint at %s is older than checkpoint.maxAgeSeconds (%gs); "
+                "replaying from %s only",
+                self.address(),
+                rfc3339(saved.last_event_time),
+                max_age,
+                rfc3339(oldest),
+            )
+            return oldest
+        pos = Position(saved.last_event_key, saved.last_event_time, saved.last_event_type)
+        self._checkpointed = pos
+        if saved.last_event_type:
+            self._resume = ResumeFilter(saved.last_event_key, saved.last_event_time)
+        return saved.last_event_time
+
+    def _resume_point(self) -> dt.datetime:
+        last = self._last_published or self._checkpointed
+        if last is None:
+            assert self._begin is not None
+            return self._begin
+        if last.type:
+            self._resume = ResumeFilter(last.key, last.created)
+        return last.created
+
+    async def _stream(self, publisher: Publisher) -> None:
+        page_size = self.cfg.pageSize
+        version = ""
+        push = True
+        while True:
+            events = await self._call(self._read, page_size)
+            if events:
+                for event in events:
+                    for ready_event in self._resume.feed(event) if self._resume else [event]:
+                        await self._publish(publisher, ready_event)
+                continue
+            if self._resume is not None and self._resume.active:
+                for held in self._resume.release():
+                    await self._publish(publisher, held)
+            if push:
+                try:
+                    version = await self._call(self._wait, version)
+                    continue
+                except (vmodl.fault.NotSupported, vmodl.fault.MethodNotFound) as e:
+                    push = False
+                    log.warning(
+                        "vcenter %s: WaitForUpdatesEx unavailable (%s); polling every %ss",
+                        self.address(),
+                        type(e).__name__,
+                        POLL_SECONDS,
+                    )
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def _publish(self, publisher: Publisher, event: Any) -> None:
+        pos = Position(int(event.key), event.createdTime, event_name(event))
+        try:
+            ce = to_cloudevent(
+                event,
+                source=self.address(),
+                instance_uuid=self._instance_uuid,
+                api_version=self._api_version,
+                type_style=self.cfg.typeStyle,
+            )
+        except Exception:
+            self.stats.events_err += 1
+            log.exception("vcenter %s: cannot convert event %d; skipped", self.address(), pos.key)
+            self._last_published = pos
+            return
+        ticket = await publisher.publish(ce)
+        self.stats.events_total += 1
+        self._last_published = pos
+        if self._store is not None:
+            self._tracker.add(pos, ticket)
+
+    # --- checkpoints ---------------------------------------------------------------------
+
+    async def _save(self, pos: Position, *, force: bool = False) -> None:
+        if self._store is None or (not force and pos == self._checkpointed):
+            return
+        cp = VCenterCheckpoint(
+            vcenter=self.address(),
+            last_event_key=pos.key,
+            last_event_type=pos.type,
+            last_event_time=pos.created,
+            created=dt.datetime.now(dt.UTC),
+        )
+        await self._store.save(cp.to_json())
+        self._checkpointed = pos
+        log.debug("vcenter %s: checkpoint at event %d", self.address(), pos.key)
+
+    async def _checkpoint_now(self) -> None:
+        pos = self._tracker.advance()
+        if self._tracker.blocked_by is not None:
+            log.warning(
+                "vcenter %s: event %d was not delivered; the checkpoint stays before it",
+                self.address(),
+                self._tracker.blocked_by.key,
+            )
+        if pos is not None:
+            await self._save(pos)
+
+    async def _checkpoint_loop(self) -> None:
+        period = self.config.checkpoint.periodSeconds
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self._checkpoint_now()
+            except Exception:
+                log.exception("vcenter %s: writing the checkpoint failed", self.address())
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.ready = False
+        if self._checkpoint_task is not None:
+            self._checkpoint_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpoint_task
+        if self._store is not None:
+            try:
+                await self._checkpoint_now()
+            except Exception:
+                log.exception("vcenter %s: final checkpoint failed", self.address())
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._call(self._logout), HTTP_TIMEOUT_SECONDS)
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,186 @@
+"""A private vcsim (govmomi's vCenter simulator) for one test: 127.0.0.1, a free port, TLS.
+
+    with VCSim() as sim:            # started; stopped (and reaped) on exit
+        si = sim.connect()          # a pyVmomi ServiceInstance to drive it
+        sim.restart()               # same port, fresh inventory (vcsim forgets its events)
+
+The binary comes from ``$ER_TESTENV_CACHE/bin/vcsim`` (default
+``~/.cache/event-router/testenv/bin/vcsim``), built by ``hack/build-tools.sh``.
+pyVmomi calls block: call these helpers from a thread (``asyncio.to_thread``) in async tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pyVim import connect
+from pyVmomi import vim
+
+
+def vcsim_binary() -> Path:
+    cache = Path(os.environ.get("ER_TESTENV_CACHE", Path.home() / ".cache/event-router/testenv"))
+    path = cache / "bin" / "vcsim"
+    if not path.exists():
+        raise RuntimeError(f"vcsim not found at {path}; build it with hack/build-tools.sh")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class VCSim:
+    def __init__(
+        self,
+        *,
+        username: str = "vcuser",
+        password: str = "vcpass",
+        port: int | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
+        self.username = username
+        self.password = password
+        self.port = port or free_port()
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log = tempfile.NamedTemporaryFile(prefix="vcsim-", suffix=".log", delete=False)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}/sdk"
+
+    def start(self, timeout: float = 30.0) -> None:
+        assert self.proc is None, "already running"
+        cmd = [
+            str(vcsim_binary()),
+            "-l",
+            f"127.0.0.1:{self.port}",
+            "-username",
+            self.username,
+            "-password",
+            self.password,
+            *self.args,
+        ]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=self._log, stdin=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"vcsim exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"vcsim did not listen on 127.0.0.1:{self.port} in {timeout}s")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log_tail(self, n: int = 2000) -> str:
+        with contextlib.suppress(OSError):
+            return Path(self._log.name).read_text(errors="replace")[-n:]
+        return ""
+
+    def __enter__(self) -> VCSim:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self._log.close()
+        Path(self._log.name).unlink(missing_ok=True)
+
+    # --- driving it ----------------------------------------------------------------------
+
+    def connect(self) -> Any:
+        ctx = ssl._create_unverified_context()
+        return connect.SmartConnect(
+            host="127.0.0.1",
+            port=self.port,
+            user=self.username,
+            pwd=self.password,
+            sslContext=ctx,
+            disableSslCertValidation=True,
+        )
+
+
+def wait_task(task: Any, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while task.info.state not in (vim.TaskInfo.State.success, vim.TaskInfo.State.error):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"task {task} still {task.info.state}")
+        time.sleep(0.02)
+    if task.info.state == vim.TaskInfo.State.error:
+        raise task.info.error
+    return task.info.result
+
+
+def find_vm(si: Any, name: str | None = None) -> Any:
+    view = si.content.viewManager.CreateContainerView(
+        si.content.rootFolder, [vim.VirtualMachine], True
+    )
+    try:
+        for vm in view.view:
+            if name is None or vm.name == name:
+                return vm
+    finally:
+        view.Destroy()
+    raise LookupError(f"no VM {name!r}")
+
+
+def post_event_ex(si: Any, type_id: str, message: str = "", severity: str = "info") -> None:
+    """PostEvent of an EventEx on the root folder (vcsim fills in key, time, user)."""
+    event = vim.event.EventEx(
+        eventTypeId=type_id,
+        severity=severity,
+        message=message,
+        createdTime=time_now(si),
+        key=0,
+        chainId=0,
+        userName="",
+        objectType=vim.Folder,
+        objectId=si.content.rootFolder._moId,
+    )
+    si.content.eventManager.PostEvent(eventToPost=event)
+
+
+def post_general_events(si: Any, count: int, prefix: str = "bench") -> None:
+    """``count`` GeneralUserEvents (cheap, distinct messages ``<prefix>-<i>``)."""
+    mgr = si.content.eventManager
+    now = time_now(si)
+    for i in range(count):
+        mgr.PostEvent(
+            eventToPost=vim.event.GeneralUserEvent(
+                key=0, chainId=0, createdTime=now, userName="", message=f"{prefix}-{i}"
+            )
+        )
+
+
+def time_now(si: Any) -> Any:
+    return si.CurrentTime()
