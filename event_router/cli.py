@@ -1,0 +1,351 @@
+"""``event-router``: the standalone router, with the original VMware Event Router's flags.
+
+Flags work with one dash (as the original's Go flags) or two: ``-config PATH``,
+``-log-json``, ``-log-level debug|info|warn|error``, plus ``-version``, ``-validate`` and
+``-shutdown-timeout SECONDS``. ``-flag=value`` works too.
+
+Exit codes: 0 after a clean stop (SIGTERM/SIGINT) or a valid ``-validate``; 1 when the
+router fails to start or stops with an error; 2 for an invalid config or bad flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from event_router import __version__
+from event_router.config.loader import ConfigError, check_files, load_config
+from event_router.config.models import BasicAuth, RouterConfig
+from event_router.logsetup import LEVELS, REDACTOR, setup_logging
+
+if TYPE_CHECKING:
+    from event_router.checkpoints import CheckpointStore
+    from event_router.core import RouterContext
+
+DEFAULT_CONFIG = "/etc/vmware-event-router/config"
+DEFAULT_SHUTDOWN_TIMEOUT = 10.0
+ENV_CHECKPOINT_CONFIGMAP = "EVENT_ROUTER_CHECKPOINT_CONFIGMAP"
+ENV_NAMESPACE = "EVENT_ROUTER_NAMESPACE"
+SERVICEACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+log = logging.getLogger("event_router.cli")
+
+BANNER = r"""
+                          _                          _
+  _____   _____ _ __ | |_      _ __ ___  _   _| |_ ___ _ __
+ / _ \ \ / / _ \ '_ \| __|____| '__/ _ \| | | | __/ _ \ '__|
+|  __/\ V /  __/ | | | ||_____| | | (_) | |_| | ||  __/ |
+ \___| \_/ \___|_| |_|\__|    |_|  \___/ \__,_|\__\___|_|
+"""
+
+
+def _bool(value: str) -> bool:
+    """Go's flag package booleans: ``-log-json=true``."""
+    text = value.strip().lower()
+    if text in ("1", "t", "true", "yes", "on"):
+        return True
+    if text in ("0", "f", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{value!r} is not a boolean (allowed: true, false)")
+
+
+def _level(value: str) -> str:
+    text = value.strip().lower()
+    if text not in LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a log level (allowed: debug, info, warn, error)"
+        )
+    return text
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 3600:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a number of seconds (allowed: more than 0, at most 3600)"
+        )
+    return seconds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="event-router",
+        description=(
+            "Route vSphere, Horizon and webhook events as CloudEvents to Knative, OpenFaaS "
+            "or AWS EventBridge. Flags take one dash or two."
+        ),
+        allow_abbrev=False,
+    )
+
+    def flag(name: str, **kwargs: Any) -> None:
+        parser.add_argument(f"-{name}", f"--{name}", **kwargs)
+
+    flag(
+        "config",
+        metavar="PATH",
+        default=DEFAULT_CONFIG,
+        help=f"path to configuration file (default {DEFAULT_CONFIG!r})",
+    )
+    flag(
+        "log-json",
+        dest="log_json",
+        nargs="?",
+        const=True,
+        default=False,
+        type=_bool,
+        metavar="true|false",
+        help="print JSON-formatted logs",
+    )
+    flag(
+        "log-level",
+        dest="log_level",
+        default="info",
+        type=_level,
+        metavar="LEVEL",
+        help="set log level (debug,info,warn,error) (default 'info')",
+    )
+    flag(
+        "validate",
+        nargs="?",
+        const=True,
+        default=False,
+        type=_bool,
+        metavar="true|false",
+        help="validate the configuration file and exit (0: valid, 2: invalid, one line per error)",
+    )
+    flag(
+        "shutdown-timeout",
+        dest="shutdown_timeout",
+        default=DEFAULT_SHUTDOWN_TIMEOUT,
+        type=_seconds,
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT, how long to deliver in-flight events before exiting "
+        f"(default {DEFAULT_SHUTDOWN_TIMEOUT:g})",
+    )
+    flag(
+        "version",
+        nargs="?",
+        const=True,
+        default=False,
+        type=_bool,
+        metavar="true|false",
+        help="print the version and exit",
+    )
+    return parser
+
+
+def version_text() -> str:
+    return (
+        f"event-router {__version__}\n"
+        f"python: {sys.version.split()[0]}\n"
+        "compatible with: VMware Event Router config event-router.vmware.com/v1alpha1\n"
+    )
+
+
+def register_secrets(config: RouterConfig) -> None:
+    """Hand every credential of the config to the log redactor (defence in depth)."""
+    REDACTOR.add(config.secrets())
+    for basic in _basic_auths(config):
+        REDACTOR.add_basic_auth(basic.username, basic.password.get_secret_value())
+
+
+def _basic_auths(model: BaseModel) -> list[BasicAuth]:
+    found: list[BasicAuth] = []
+    for _, value in model:
+        if isinstance(value, BasicAuth):
+            found.append(value)
+        elif isinstance(value, BaseModel):
+            found.extend(_basic_auths(value))
+    return found
+
+
+def checkpoint_store_factory(
+    environ: dict[str, str] | None = None,
+) -> Callable[[str], CheckpointStore] | None:
+    """ConfigMap checkpoints when ``EVENT_ROUTER_CHECKPOINT_CONFIGMAP`` is set (the
+    operator's Deployment), else None (providers use files in ``checkpointDir``)."""
+    env = os.environ if environ is None else environ
+    name = env.get(ENV_CHECKPOINT_CONFIGMAP, "").strip()
+    if not name:
+        return None
+    namespace = env.get(ENV_NAMESPACE, "").strip()
+    if not namespace and SERVICEACCOUNT_NAMESPACE.is_file():
+        namespace = SERVICEACCOUNT_NAMESPACE.read_text(encoding="utf-8").strip()
+    if not namespace:
+        raise ConfigError(
+            [
+                f"{ENV_NAMESPACE}: required when {ENV_CHECKPOINT_CONFIGMAP} is set "
+                "(got nothing, and no service account namespace file)"
+            ]
+        )
+    from event_router.checkpoints import ConfigMapStore
+
+    def factory(key: str) -> CheckpointStore:
+        return ConfigMapStore(namespace, name, key)
+
+    log.info("checkpoints go to ConfigMap %s/%s", namespace, name)
+    return factory
+
+
+async def run_router(
+    context: RouterContext,
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Run one router until SIGTERM/SIGINT (or ``stop`` is set) or until it ends.
+
+    Returns the exit code. A second signal during shutdown stops waiting at once.
+    """
+    from event_router.router import Router
+
+    loop = asyncio.get_running_loop()
+    stop_event = stop or asyncio.Event()
+    signals_seen = 0
+    main_task = asyncio.current_task()
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen == 1:
+            log.info("received %s: stopping", signal.Signals(signum).name)
+            stop_event.set()
+        elif main_task is not None:
+            log.warning("received %s again: exiting now", signal.Signals(signum).name)
+            main_task.cancel()
+
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, on_signal, sig)
+            installed.append(sig)
+    try:
+        try:
+            router = Router(context)
+        except Exception as exc:
+            log.error("cannot create the router: %s", exc)
+            return EXIT_FAILED
+        try:
+            await router.start()
+        except Exception as exc:
+            log.error("router failed to start: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            with contextlib.suppress(Exception):
+                await router.stop(timeout=min(shutdown_timeout, 5.0))
+            return EXIT_FAILED
+        code = EXIT_OK
+        waiter = asyncio.create_task(router.wait(), name="router-wait")
+        stopper = asyncio.create_task(stop_event.wait(), name="router-stop-signal")
+        try:
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if waiter.done() and not stop_event.is_set():
+                err = waiter.exception()
+                if err is not None:
+                    log.error("router stopped with an error: %s", err)
+                else:
+                    log.error("router stopped unexpectedly (its event provider ended)")
+                code = EXIT_FAILED
+            log.info("shutting down (waiting up to %gs for in-flight events)", shutdown_timeout)
+            await router.stop(timeout=shutdown_timeout)
+        except asyncio.CancelledError:
+            log.warning("shutdown interrupted; in-flight events may be re-sent after a restart")
+            return EXIT_FAILED
+        finally:
+            for task in (waiter, stopper):
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        return code
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def _print_errors(errors: Sequence[str]) -> None:
+    for line in errors:
+        print(line, file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: -h (0) or a bad flag (2)
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    if args.version:
+        sys.stdout.write(version_text())
+        return EXIT_OK
+
+    if args.validate:
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            _print_errors(exc.errors)
+            return EXIT_USAGE
+        errors = check_files(config)
+        if errors:
+            _print_errors(errors)
+            return EXIT_USAGE
+        ep, pp = config.eventProvider, config.eventProcessor
+        print(
+            f"{args.config}: valid (provider {ep.type} {ep.name!r} -> "
+            f"processor {pp.type} {pp.name!r})"
+        )
+        return EXIT_OK
+
+    setup_logging(args.log_level, args.log_json)
+    if not args.log_json and sys.stderr.isatty():
+        sys.stderr.write(BANNER + "\n")
+    try:
+        config = load_config(args.config)
+        errors = check_files(config)
+        if errors:
+            raise ConfigError(errors, args.config)
+    except ConfigError as exc:
+        log.error("invalid config %s (%d problem(s))", args.config, len(exc.errors))
+        for line in exc.errors:
+            log.error("%s", line)
+        return EXIT_USAGE
+    register_secrets(config)
+    log.info(
+        "event-router %s starting: config %s, provider %s %r -> processor %s %r",
+        __version__,
+        args.config,
+        config.eventProvider.type,
+        config.eventProvider.name,
+        config.eventProcessor.type,
+        config.eventProcessor.name,
+    )
+    try:
+        factory = checkpoint_store_factory()
+    except ConfigError as exc:
+        for line in exc.errors:
+            log.error("%s", line)
+        return EXIT_USAGE
+
+    from event_router.core import RouterContext
+
+    context = RouterContext(config=config, checkpoint_store_factory=factory)
+    try:
+        return asyncio.run(run_router(context, args.shutdown_timeout))
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
