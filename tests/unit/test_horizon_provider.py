@@ -1,0 +1,489 @@
+"""The horizon provider against a Horizon REST test server (tests/support/horizon_server.py).
+
+Each test runs the real provider (httpx over TCP to 127.0.0.1) with a small in-test
+Publisher that collects the CloudEvents and resolves their tickets (True = delivered,
+False = not delivered, to check that checkpoints never pass an undelivered event).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cloudevents.http import CloudEvent
+from pydantic import SecretStr, ValidationError
+
+from event_router.checkpoints import Checkpoint
+from event_router.config.models import ActiveDirectoryAuth, Auth, HorizonConfig, RouterConfig
+from event_router.core import RouterContext
+from event_router.providers import provider_class
+from event_router.providers.horizon import (
+    Cursor,
+    HorizonLoginError,
+    HorizonProvider,
+    between_filter,
+    new_events,
+    validate_config,
+)
+from tests.support.horizon_server import HorizonServer
+
+pytestmark = pytest.mark.timeout(60)
+
+PASSWORD = "S3cr3t-P@ss!"
+
+
+def make_config(
+    address: str,
+    *,
+    password: str = PASSWORD,
+    username: str = "administrator",
+    checkpoint_dir: Path | None = None,
+    max_age: float = 3600.0,
+    type_style: str = "router",
+) -> RouterConfig:
+    horizon: dict[str, Any] = {
+        "address": address,
+        "insecureSSL": False,
+        "pollIntervalSeconds": 0.05,
+        "typeStyle": type_style,
+        "auth": {
+            "type": "active_directory",
+            "activeDirectoryAuth": {"domain": "corp", "username": username, "password": password},
+        },
+    }
+    if checkpoint_dir is not None:
+        horizon |= {"checkpoint": True, "checkpointDir": str(checkpoint_dir)}
+    return RouterConfig.model_validate(
+        {
+            "apiVersion": "event-router.vmware.com/v1alpha1",
+            "kind": "RouterConfig",
+            "metadata": {"name": "horizon-test"},
+            "eventProvider": {"type": "horizon", "name": "horizon", "horizon": horizon},
+            "eventProcessor": {
+                "type": "knative",
+                "name": "sink",
+                "knative": {"destination": {"uri": "http://127.0.0.1:1/"}},
+            },
+            "checkpoint": {"periodSeconds": 0.1, "maxAgeSeconds": max_age},
+        }
+    )
+
+
+class CollectingPublisher:
+    """Collects events; ``deliver(event) -> bool`` decides each ticket."""
+
+    def __init__(self, deliver: Callable[[CloudEvent], bool] = lambda _e: True) -> None:
+        self.deliver = deliver
+        self.events: list[CloudEvent] = []
+        self._changed = asyncio.Event()
+
+    async def publish(self, event: CloudEvent) -> asyncio.Future[bool]:
+        ticket: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.events.append(event)
+        ticket.set_result(self.deliver(event))
+        self._changed.set()
+        return ticket
+
+    @property
+    def ids(self) -> list[int]:
+        return [int(e["id"]) for e in self.events]
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[CloudEvent]:
+        async def _wait() -> None:
+            while len(self.events) < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+        try:
+            await asyncio.wait_for(_wait(), timeout)
+        except TimeoutError:
+            raise AssertionError(
+                f"got {len(self.events)} events, wanted {count}: {self.ids}"
+            ) from None
+        return self.events
+
+
+def make_provider(config: RouterConfig, **context: Any) -> HorizonProvider:
+    provider = HorizonProvider(RouterContext(config=config, **context))
+    provider.idle_max_delay = 0.2
+    provider.error_max_delay = 0.2
+    return provider
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    provider: HorizonProvider, publisher: CollectingPublisher
+) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(provider.run(publisher))
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await provider.close()
+
+
+async def quiet_polls(server: HorizonServer, n: int = 3) -> None:
+    """Wait until the provider made ``n`` more audit-event queries (so it saw the state)."""
+    start = len(server.event_queries())
+    await wait_until(lambda: len(server.event_queries()) >= start + n)
+
+
+# --- pure window logic ------------------------------------------------------------------
+
+
+def test_new_events_drop_overlap_and_sort_oldest_first() -> None:
+    window = [  # newest first, as the API answers, with a repeated id (shifted page)
+        {"id": 7, "time": 300},
+        {"id": 6, "time": 200},
+        {"id": 5, "time": 200},
+        {"id": 6, "time": 200},
+        {"id": 4, "time": 100},
+        {"id": 3, "time": 100},
+    ]
+    fresh = new_events(window, Cursor(100, [3]))
+    assert [e["id"] for e in fresh] == [4, 5, 6, 7]
+    assert new_events(window, Cursor(300, [7])) == []
+
+
+def test_between_filter_is_horizon_json() -> None:
+    assert json.loads(between_filter(1, 2)) == {
+        "type": "Between",
+        "name": "time",
+        "fromValue": 1,
+        "toValue": 2,
+    }
+
+
+def test_registry_resolves_horizon() -> None:
+    assert provider_class("horizon") is HorizonProvider
+
+
+def _raw_horizon(address: str, username: str) -> HorizonConfig:
+    """A HorizonConfig that skipped the model's validation (as a hand-built context could)."""
+    ad = ActiveDirectoryAuth.model_construct(
+        domain="corp", username=username, password=SecretStr(PASSWORD)
+    )
+    auth = Auth.model_construct(type="active_directory", activeDirectoryAuth=ad)
+    return HorizonConfig.model_construct(address=address, auth=auth)
+
+
+def test_upn_username_is_rejected_with_the_field_name() -> None:
+    # the config models reject it at load time ...
+    with pytest.raises(ValidationError, match=r"activeDirectoryAuth.username: UPN"):
+        make_config("https://horizon.corp.local", username="alice@corp.local")
+    # ... and the provider's own check names the field, the value and what is allowed
+    (message,) = validate_config(_raw_horizon("https://horizon.corp.local", "alice@corp.local"))
+    assert message.startswith("eventProvider.horizon.auth.activeDirectoryAuth.username: UPN")
+    assert "'alice@corp.local'" in message and "'alice'" in message
+    assert PASSWORD not in message
+
+
+def test_bad_address_is_rejected() -> None:
+    (message,) = validate_config(_raw_horizon("horizon.corp.local", "administrator"))
+    assert message.startswith("eventProvider.horizon.address: ")
+    assert "'horizon.corp.local'" in message and "https://" in message
+    assert validate_config(_raw_horizon("https://horizon.corp.local:8443", "administrator")) == []
+
+
+# --- against the test server --------------------------------------------------------------
+
+
+async def test_first_start_streams_only_new_events_in_order() -> None:
+    async with HorizonServer(password=PASSWORD) as server:
+        old = [server.add_event(time_ms=1_600_000_000_000 + i) for i in range(3)]
+        provider = make_provider(make_config(server.url))
+        publisher = CollectingPublisher()
+        async with running(provider, publisher):
+            await wait_until(lambda: provider.ready)
+            await quiet_polls(server)
+            now = int(time.time() * 1000)
+            new = [
+                server.add_event("VLSI_USERLOGGEDIN", time_ms=now),
+                server.add_event("BROKER_USERLOGGEDOUT", time_ms=now + 1),
+                server.add_event("VLSI_USERLOGGEDIN", time_ms=now + 1),
+                server.add_event("ADMIN_ADDED", time_ms=now + 5),
+            ]
+            await publisher.wait_for(4)
+            await quiet_polls(server)
+        assert publisher.ids == [e["id"] for e in new]
+        assert not set(publisher.ids) & {e["id"] for e in old}
+        ce = publisher.events[1]
+        assert ce["source"] == server.url
+        assert ce["subject"] == "BROKER_USERLOGGEDOUT"
+        assert ce["type"] == "com.vmware.event.router/horizon.broker_userloggedout.v0"
+        assert ce["time"].endswith("Z") and len(ce["time"]) == len("2021-07-01T12:00:00.123Z")
+        assert ce.data["id"] == new[1]["id"] and ce.data["time"] == now + 1
+        assert server.logins == 1 and server.logouts == 1
+        assert provider.stats.events_total == 4
+
+
+async def test_paging_and_equal_timestamps_across_polls_no_duplicates() -> None:
+    async with HorizonServer(password=PASSWORD) as server:
+        provider = make_provider(make_config(server.url, type_style="sources"))
+        provider.page_size = 3
+        publisher = CollectingPublisher()
+        t = int(time.time() * 1000)
+        async with running(provider, publisher):
+            await wait_until(lambda: provider.ready)
+            first = [server.add_event(time_ms=t) for _ in range(7)]
+            await publisher.wait_for(7)
+            await quiet_polls(server)
+            # more events in the same millisecond, and one later: overlapping windows
+            second = [server.add_event(time_ms=t) for _ in range(4)]
+            second.append(server.add_event(time_ms=t + 2))
+            await publisher.wait_for(12)
+            await quiet_polls(server, 5)
+        assert publisher.ids == [e["id"] for e in first + second]
+        assert publisher.events[0]["type"] == "com.vmware.horizon.vlsi_userloggedin.v0"
+        pages = {q.query.get("page") for q in server.event_queries()}
+        assert {"1", "2", "3", "4"} <= pages  # paging used (12 events at the same time, size 3)
+
+
+async def test_access_token_expiry_refreshes_without_login() -> None:
+    async with HorizonServer(password=PASSWORD) as server:
+        provider = make_provider(make_config(server.url))
+        publisher = CollectingPublisher()
+        async with running(provider, publisher):
+            await wait_until(lambda: provider.ready)
+            server.expire_access_tokens()
+            e = server.add_event()
+            await publisher.wait_for(1)
+        assert publisher.ids == [e["id"]]
+        assert server.refreshes >= 1
+        assert server.logins == 1
+        assert [q.status for q in server.event_queries()].count(401) >= 1
+
+
+async def test_refresh_token_expiry_logs_in_again() -> None:
+    async with HorizonServer(password=PASSWORD) as server:
+        provider = make_provider(make_config(server.url))
+        publisher = CollectingPublisher()
+        async with running(provider, publisher):
+            await wait_until(lambda: provider.ready)
+            server.expire_access_tokens()
+            server.expire_refresh_tokens()
+            e = server.add_event()
+            await publisher.wait_for(1)
+            await quiet_polls(server)
+        assert publisher.ids == [e["id"]]
+        assert server.logins == 2
+        assert any(r.path == "/rest/refresh" and r.status == 400 for r in server.requests)
+
+
+async def test_restart_with_checkpoint_loses_nothing(tmp_path: Path) -> None:
+    async with HorizonServer(password=PASSWORD) as server:
+        config = make_config(server.url, checkpoint_dir=tmp_path)
+        first = CollectingPublisher()
+        provider = make_provider(config)
+        async with running(provider, first):
+            await wait_until(lambda: provider.ready)
+            t = int(time.time() * 1000)
+            delivered = [server.add_event(time_ms=t), server.add_event(time_ms=t + 1)]
+            delivered.append(server.add_event(time_ms=t + 1))
+            await first.wait_for(3)
+        assert server.logouts == 1
+        path = tmp_path / "horizon-127.0.0.1.json"
+        saved = json.loads(path.read_text())
+        assert saved["lastEventTime"] == t + 1
+        assert saved["idsAtLastTime"] == [delivered[1]["id"], delivered[2]["id"]]
+        assert saved["address"] == server.url
+
+        # while the router is down: one more in the checkpoint's millisecond, then later ones
+        missed = [
+            server.add_event(time_ms=t + 1),
+            server.add_event(time_ms=t + 3),
+            server.add_event(time_ms=t + 3),
+            server.add_event(time_ms=t + 9),
+        ]
+        second = CollectingPublisher()
+        provider = make_provider(config)
+        async with running(provider, second):
+            await second.wait_for(4)
+            await quiet_polls(server)
+        assert second.ids == [e["id"] for e in missed]
+        assert json.loads(path.read_text())["lastEventTime"] == t + 9
+
+
+async def test_checkpoint_never_passes_an_undelivered_event(tmp_path: Path) -> None:
+    async with HorizonServer(password=PASSWORD) as server:
+        config = make_config(server.url, checkpoint_dir=tmp_path)
+        t = int(time.time() * 1000)
+        events: list[dict[str, Any]] = []
+        failing = CollectingPublisher(deliver=lambda ce: int(ce["id"]) != events[1]["id"])
+        provider = make_provider(config)
+        async with running(provider, failing):
+            await wait_until(lambda: provider.ready)
+            events.extend(server.add_event(time_ms=t + i) for i in range(3))
+            await failing.wait_for(3)
+            await asyncio.sleep(0.3)  # several checkpoint periods
+        saved = json.loads((tmp_path / "horizon-127.0.0.1.json").read_text())
+        assert saved["lastEventTime"] == t  # held before the undelivered event
+        assert saved["idsAtLastTime"] == [events[0]["id"]]
+
+        retry = CollectingPublisher()
+        provider = make_provider(config)
+        async with running(provider, retry):
+            await retry.wait_for(2)
+            await quiet_polls(server)
+        assert retry.ids == [events[1]["id"], events[2]["id"]]
+
+
+async def test_checkpoint_store_factory_is_used_when_set() -> None:
+    class MemoryStore:
+        def __init__(self) -> None:
+            self.saved: list[Checkpoint] = []
+
+        async def load(self) -> Checkpoint | None:
+            return self.saved[-1] if self.saved else None
+
+        async def save(self, checkpoint: Checkpoint) -> None:
+            self.saved.append(checkpoint)
+
+        def describe(self) -> str:
+            return "memory"
+
+    stores: dict[str, MemoryStore] = {}
+
+    def factory(key: str) -> MemoryStore:
+        return stores.setdefault(key, MemoryStore())
+
+    async with HorizonServer(password=PASSWORD) as server:
+        provider = make_provider(make_config(server.url), checkpoint_store_factory=factory)
+        publisher = CollectingPublisher()
+        async with running(provider, publisher):
+            await wait_until(lambda: provider.ready)
+            e = server.add_event()
+            await publisher.wait_for(1)
+    assert list(stores) == ["horizon-127.0.0.1"]
+    assert stores["horizon-127.0.0.1"].saved[-1]["idsAtLastTime"] == [e["id"]]
+
+
+async def test_resume_is_limited_to_max_age(tmp_path: Path) -> None:
+    async with HorizonServer(password=PASSWORD) as server:
+        now = int(time.time() * 1000)
+        too_old = server.add_event(time_ms=now - 7_200_000 + 10)
+        recent = server.add_event(time_ms=now - 30_000)
+        (tmp_path / "horizon-127.0.0.1.json").write_text(
+            json.dumps({"lastEventTime": now - 7_200_000, "idsAtLastTime": []})
+        )
+        config = make_config(server.url, checkpoint_dir=tmp_path, max_age=60)
+        publisher = CollectingPublisher()
+        provider = make_provider(config)
+        async with running(provider, publisher):
+            await publisher.wait_for(1)
+            await quiet_polls(server)
+        assert publisher.ids == [recent["id"]]
+        assert too_old["id"] not in publisher.ids
+
+
+async def test_backlog_larger_than_a_window_is_streamed_in_order(tmp_path: Path) -> None:
+    async with HorizonServer(password=PASSWORD) as server:
+        base = int(time.time() * 1000) - 60_000
+        (tmp_path / "horizon-127.0.0.1.json").write_text(
+            json.dumps({"lastEventTime": base, "idsAtLastTime": []})
+        )
+        backlog = [server.add_event(time_ms=base + 1 + i * 7) for i in range(30)]
+        backlog += [server.add_event(time_ms=base + 500) for _ in range(6)]  # one busy ms
+        provider = make_provider(make_config(server.url, checkpoint_dir=tmp_path))
+        provider.page_size = 2
+        provider.max_window_events = 4
+        publisher = CollectingPublisher()
+        async with running(provider, publisher):
+            await publisher.wait_for(len(backlog))
+            await quiet_polls(server)
+        assert publisher.ids == [
+            e["id"] for e in sorted(backlog, key=lambda e: (e["time"], e["id"]))
+        ]
+        # no page ever held more than the window allowed, so memory stayed bounded
+        assert all(int(q.query.get("size", 0)) <= 2 for q in server.event_queries())
+
+
+async def test_server_down_for_a_while_then_resumes(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with HorizonServer(password=PASSWORD) as server:
+        provider = make_provider(make_config(server.url))
+        publisher = CollectingPublisher()
+        async with running(provider, publisher) as task:
+            await wait_until(lambda: provider.ready)
+            before = server.add_event()
+            await publisher.wait_for(1)
+            await server.stop()
+            await wait_until(lambda: not provider.ready)
+            await asyncio.sleep(0.5)  # several failed polls
+            assert not task.done()  # never exits on network errors
+            during = [server.add_event(), server.add_event()]
+            await server.start()
+            await publisher.wait_for(3)
+            await wait_until(lambda: provider.ready)
+            after = server.add_event()
+            await publisher.wait_for(4)
+            await quiet_polls(server)
+        assert publisher.ids == [e["id"] for e in [before, *during, after]]
+        assert "reachable again" in caplog.text
+
+
+async def test_event_database_not_configured_409_is_retried() -> None:
+    async with HorizonServer(password=PASSWORD) as server:
+        server.events_db_configured = False
+        provider = make_provider(make_config(server.url))
+        publisher = CollectingPublisher()
+        async with running(provider, publisher):
+            await wait_until(lambda: any(q.status == 409 for q in server.event_queries()))
+            assert not provider.ready
+            server.events_db_configured = True
+            await wait_until(lambda: provider.ready)
+            e = server.add_event()
+            await publisher.wait_for(1)
+        assert publisher.ids == [e["id"]]
+
+
+async def test_wrong_credentials_fail_clearly_without_the_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with HorizonServer(password="the-right-one") as server:
+        provider = make_provider(make_config(server.url, password=PASSWORD))
+        with pytest.raises(HorizonLoginError) as info:
+            await asyncio.wait_for(provider.run(CollectingPublisher()), 10)
+        await provider.close()
+        message = str(info.value)
+        assert "login failed" in message
+        assert "'administrator'" in message and "'corp'" in message
+        assert "activeDirectoryAuth" in message
+        assert PASSWORD not in message and PASSWORD not in caplog.text
+        assert server.failed_logins == 1  # not retried: a restart cannot fix it
+
+
+async def test_secrets_never_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with HorizonServer(password=PASSWORD) as server:
+        provider = make_provider(make_config(server.url))
+        publisher = CollectingPublisher()
+        async with running(provider, publisher):
+            await wait_until(lambda: provider.ready)
+            server.expire_access_tokens()
+            server.add_event()
+            await publisher.wait_for(1)
+            tokens = list(server._access) + list(server._refresh)
+        assert server.login_bodies[0]["password"] == PASSWORD  # it was sent, to the server only
+        assert tokens
+        for secret in [PASSWORD, *tokens]:
+            assert secret not in caplog.text
+        assert PASSWORD not in repr(provider.cfg)
