@@ -169,6 +169,23 @@ class Router:
             ", ".join(f"{s.processor.type} ({s.processor.address()})" for s in self.slots),
         )
 
+    async def wait_ready(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+        """Wait until :attr:`ready`; TimeoutError naming the provider otherwise; the
+        provider's error if its task ended first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.ready:  # readiness is a plain flag of the provider
+            task = self._provider_task
+            if task is not None and task.done():
+                await self.wait()
+                raise RuntimeError(f"provider {self.provider.type} ended before it was ready")
+            if loop.time() >= deadline:
+                raise TimeoutError(
+                    f"provider {self.provider.type} ({self.provider.address()}) not ready "
+                    f"within {timeout}s"
+                )
+            await asyncio.sleep(0.01)
+
     async def wait(self) -> None:
         """Return when the provider task ends (normally only after stop); raise its error."""
         if self._provider_task is None:

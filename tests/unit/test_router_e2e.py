@@ -1,0 +1,415 @@
+"""webhook -> router -> knative(uri) end to end, with a real local CloudEvents sink.
+
+Everything talks real HTTP on 127.0.0.1: an httpx client posts to the webhook provider's
+aiohttp server, the knative processor delivers with its pooled httpx client to the
+CloudEventSink (aiohttp), and /stats and /metrics are read from the metrics server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from cloudevents.conversion import to_binary, to_dict, to_structured
+from cloudevents.http import CloudEvent
+
+from event_router.config.loader import parse_config
+from event_router.config.models import RouterConfig
+from event_router.core import RouterContext
+from event_router.delivery import RetryPolicy
+from event_router.processors.knative import KnativeProcessor
+from event_router.providers.webhook import WebhookProvider
+from event_router.router import ProcessorSlot, Router
+from tests.support.sink import CloudEventSink
+
+FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_config(
+    sink_url: str,
+    *,
+    encoding: str = "binary",
+    webhook_auth: tuple[str, str] | None = None,
+    knative_auth: tuple[str, str] | None = None,
+    metrics_auth: tuple[str, str] | None = None,
+    max_body: int | None = None,
+    destination: dict[str, Any] | None = None,
+) -> RouterConfig:
+    def auth(pair: tuple[str, str]) -> dict[str, Any]:
+        return {"type": "basic_auth", "basicAuth": {"username": pair[0], "password": pair[1]}}
+
+    webhook: dict[str, Any] = {"bindAddress": f"127.0.0.1:{free_port()}", "path": "/webhook"}
+    if webhook_auth:
+        webhook["auth"] = auth(webhook_auth)
+    if max_body:
+        webhook["maxBodyBytes"] = max_body
+    knative: dict[str, Any] = {
+        "destination": destination or {"uri": sink_url},
+        "encoding": encoding,
+    }
+    if knative_auth:
+        knative["auth"] = auth(knative_auth)
+    metrics: dict[str, Any] = {"bindAddress": f"127.0.0.1:{free_port()}"}
+    if metrics_auth:
+        metrics["auth"] = auth(metrics_auth)
+    return parse_config(
+        {
+            "apiVersion": "event-router.vmware.com/v1alpha1",
+            "kind": "RouterConfig",
+            "metadata": {"name": "test"},
+            "eventProvider": {"type": "webhook", "name": "hook", "webhook": webhook},
+            "eventProcessor": {"type": "knative", "name": "kn", "knative": knative},
+            "metricsProvider": {"type": "default", "name": "m", "default": metrics},
+        }
+    )
+
+
+@asynccontextmanager
+async def running(
+    config: RouterConfig, *, queue_size: int = 1000, accept_timeout: float = 5.0
+) -> AsyncIterator[Router]:
+    context = RouterContext(config)
+    processor = KnativeProcessor(context, retry=FAST)
+    router = Router(
+        context,
+        provider=WebhookProvider(context, accept_timeout=accept_timeout),
+        processors=[ProcessorSlot(processor, queue_size=queue_size, name="kn")],
+    )
+    await router.start()
+    try:
+        await router.wait_ready(5)
+        yield router
+    finally:
+        await router.stop(timeout=5)
+
+
+def webhook_url(router: Router) -> str:
+    provider = router.provider
+    assert isinstance(provider, WebhookProvider)
+    return provider.url
+
+
+def sample_event(n: int = 1, **extra: Any) -> CloudEvent:
+    attrs = {
+        "type": "com.vmware.event.router/event",
+        "source": "https://vcenter.example.com/sdk",
+        "id": f"id-{n}",
+        "subject": "VmPoweredOnEvent",
+        "time": "2024-05-01T10:00:00.123Z",
+        "datacontenttype": "application/json",
+        "vsphereapiversion": "8.0.2.0",
+        **extra,
+    }
+    data = {
+        "Key": n,
+        "FullFormattedMessage": "VM demo-1 on esx01 is powered on",
+        "Vm": {"Name": "demo-1"},
+    }
+    return CloudEvent(attrs, data)
+
+
+@pytest.mark.parametrize("incoming", ["binary", "structured"])
+@pytest.mark.parametrize("outgoing", ["binary", "structured"])
+async def test_event_arrives_unchanged(incoming: str, outgoing: str) -> None:
+    event = sample_event(7)
+    async with (
+        CloudEventSink() as sink,
+        running(make_config(sink.url, encoding=outgoing)) as router,
+    ):
+        headers, body = (to_binary if incoming == "binary" else to_structured)(event)
+        async with httpx.AsyncClient() as client:
+            r = await client.post(webhook_url(router), headers=headers, content=body)
+        assert r.status_code == 202, r.text
+        (got,) = await sink.wait_for(1, timeout=5)
+        assert to_dict(got) == to_dict(event)
+        wire = sink.request_headers[0]
+        if outgoing == "binary":
+            assert wire["ce-id"] == "id-7" and wire["content-type"] == "application/json"
+        else:
+            assert wire["content-type"].startswith("application/cloudevents+json")
+
+
+async def test_binary_payload_passes_byte_for_byte() -> None:
+    payload = bytes(range(256)) * 4
+    event = CloudEvent(
+        {
+            "type": "t.bin",
+            "source": "/s",
+            "id": "b1",
+            "datacontenttype": "application/octet-stream",
+        },
+        payload,
+    )
+    async with CloudEventSink() as sink, running(make_config(sink.url)) as router:
+        headers, body = to_binary(event)
+        async with httpx.AsyncClient() as client:
+            r = await client.post(webhook_url(router), headers=headers, content=body)
+        assert r.status_code == 202
+        (got,) = await sink.wait_for(1, timeout=5)
+        assert got.get_data() == payload
+        assert got["datacontenttype"] == "application/octet-stream"
+
+
+async def test_batch_is_delivered_in_order() -> None:
+    events = [sample_event(i) for i in range(5)]
+    batch = json.dumps([json.loads(to_structured(e)[1]) for e in events])
+    async with CloudEventSink() as sink, running(make_config(sink.url)) as router:
+        async with httpx.AsyncClient() as client:
+            r = await client.post(
+                webhook_url(router),
+                headers={"content-type": "application/cloudevents-batch+json"},
+                content=batch,
+            )
+        assert r.status_code == 202, r.text
+        got = await sink.wait_for(5, timeout=5)
+        assert [to_dict(e) for e in got] == [to_dict(e) for e in events]
+
+
+async def test_request_errors() -> None:
+    user, pw = "hook-user", "s3cret-pass"
+    config = make_config("http://127.0.0.1:9/", webhook_auth=(user, pw), max_body=2048)
+    good = "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
+    bad = "Basic " + base64.b64encode(f"{user}:wrong".encode()).decode()
+    headers, body = to_binary(sample_event())
+    async with running(config) as router:
+        url = webhook_url(router)
+        async with httpx.AsyncClient() as client:
+            r = await client.post(url, headers=headers, content=body)
+            assert r.status_code == 401
+            assert r.headers["www-authenticate"].startswith("Basic realm=")
+            r = await client.post(url, headers={**headers, "authorization": bad}, content=body)
+            assert r.status_code == 401
+
+            auth = {"authorization": good}
+            r = await client.get(url, headers=auth)
+            assert r.status_code == 405 and r.headers["allow"] == "POST"
+            r = await client.put(url, headers=auth, content=b"{}")
+            assert r.status_code == 405
+
+            missing_id = {k: v for k, v in headers.items() if k != "ce-id"}
+            r = await client.post(url, headers={**missing_id, **auth}, content=body)
+            assert r.status_code == 400
+            assert "id" in r.text
+
+            r = await client.post(
+                url,
+                headers={"content-type": "application/cloudevents+json", **auth},
+                content=b'{"specversion": "1.0", "type": "t"}',
+            )
+            assert r.status_code == 400 and "invalid CloudEvent" in r.text
+
+            r = await client.post(
+                url, headers={"content-type": "text/plain", **auth}, content=b"hello"
+            )
+            assert r.status_code == 415
+            assert "application/cloudevents+json" in r.text
+
+            r = await client.post(url, headers={**headers, **auth}, content=b"x" * 4096)
+            assert r.status_code == 413
+            assert "maxBodyBytes" in r.text and "2048" in r.text
+
+            # and a good request still goes through (delivery fails: port 9 is closed)
+            r = await client.post(url, headers={**headers, **auth}, content=body)
+            assert r.status_code == 202
+        metrics = await _get(router, "/metrics")
+        for status, count in (("401", 2), ("405", 2), ("400", 2), ("415", 1), ("413", 1)):
+            line = f'event_router_requests_rejected_total{{provider="webhook",status="{status}"}}'
+            assert f"{line} {count}.0" in metrics, (status, metrics)
+
+
+async def _get(router: Router, path: str, auth: tuple[str, str] | None = None) -> str:
+    assert router.metrics_url
+    async with httpx.AsyncClient() as client:
+        r = await client.get(router.metrics_url + path, auth=auth)
+        r.raise_for_status()
+        return r.text
+
+
+async def _wait_settled(router: Router, count: int) -> dict[str, Any]:
+    async with asyncio.timeout(5):
+        while True:
+            stats = router.stats()["vmware.event.router.stats"]
+            inv = stats["knative"]["invocations"]
+            if sum(v["SuccessCount"] + v["FailureCount"] for v in inv.values()) >= count:
+                return dict(stats)
+            await asyncio.sleep(0.01)
+
+
+async def test_sink_503_twice_then_ok_gets_event_once_and_counts_show() -> None:
+    async with CloudEventSink() as sink, running(make_config(sink.url)) as router:
+        sink.fail_next(2, 503)
+        headers, body = to_binary(sample_event(3))
+        async with httpx.AsyncClient() as client:
+            r = await client.post(webhook_url(router), headers=headers, content=body)
+        assert r.status_code == 202
+        (got,) = await sink.wait_for(1, timeout=5)
+        assert got["id"] == "id-3"
+        await _wait_settled(router, 1)
+        assert sink.requests == 3 and len(sink.events) == 1
+
+        stats = json.loads(await _get(router, "/stats"))["vmware.event.router.stats"]
+        assert stats["webhook"]["events_total"] == 1
+        assert stats["webhook"]["events_err"] == 0
+        assert stats["webhook"]["type"] == "webhook"
+        assert stats["webhook"]["address"] == webhook_url(router)
+        assert stats["webhook"]["started"].endswith("Z")
+        assert stats["knative"]["invocations"] == {
+            "VmPoweredOnEvent": {"SuccessCount": 1, "FailureCount": 0}
+        }
+        assert stats["knative"]["address"] == sink.url
+
+        metrics = await _get(router, "/metrics")
+        t = 'type="com.vmware.event.router/event"'
+        assert f'event_router_events_received_total{{provider="webhook",{t}}} 1.0' in metrics
+        assert f'event_router_events_delivered_total{{processor="kn",{t}}} 1.0' in metrics
+        assert (
+            'event_router_delivery_retries_total{processor="kn",reason="HTTP 503"} 2.0' in metrics
+        )
+        assert 'event_router_delivery_latency_seconds_count{processor="kn"} 1.0' in metrics
+        assert 'event_router_queue_depth{processor="kn"} 0.0' in metrics
+        assert "event_router_ready 1.0" in metrics
+
+
+async def test_sink_400_gets_event_once_and_failure_is_counted() -> None:
+    async with CloudEventSink() as sink, running(make_config(sink.url)) as router:
+        sink.fail_next(1, 400)
+        async with httpx.AsyncClient() as client:
+            for n in (1, 2):
+                headers, body = to_binary(sample_event(n))
+                r = await client.post(webhook_url(router), headers=headers, content=body)
+                assert r.status_code == 202
+        await sink.wait_for(1, timeout=5)
+        stats = await _wait_settled(router, 2)
+        assert sink.requests == 2  # the rejected one was not retried
+        assert [e["id"] for e in sink.events] == ["id-2"]
+        assert stats["knative"]["invocations"]["VmPoweredOnEvent"] == {
+            "SuccessCount": 1,
+            "FailureCount": 1,
+        }
+        assert stats["webhook"]["events_err"] == 1
+        metrics = await _get(router, "/metrics")
+        t = 'type="com.vmware.event.router/event"'
+        assert f'event_router_events_failed_total{{processor="kn",{t}}} 1.0' in metrics
+
+
+async def test_probes_and_metrics_auth() -> None:
+    creds = ("prom", "scrape-pw")
+    async with (
+        CloudEventSink() as sink,
+        running(make_config(sink.url, metrics_auth=creds)) as router,
+    ):
+        base = router.metrics_url
+        assert base
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(base + "/healthz")).status_code == 200
+            assert (await client.get(base + "/readyz")).status_code == 200
+            r = await client.get(base + "/stats")
+            assert r.status_code == 401 and "www-authenticate" in r.headers
+            assert (await client.get(base + "/metrics")).status_code == 401
+            assert (await client.get(base + "/stats", auth=creds)).status_code == 200
+            assert (await client.get(base + "/metrics", auth=creds)).status_code == 200
+
+
+async def test_knative_sends_basic_auth() -> None:
+    creds = ("kn-user", "kn-pass")
+    async with (
+        CloudEventSink(auth=creds) as sink,
+        running(make_config(sink.url, knative_auth=creds)) as router,
+    ):
+        headers, body = to_binary(sample_event())
+        async with httpx.AsyncClient() as client:
+            await client.post(webhook_url(router), headers=headers, content=body)
+        await sink.wait_for(1, timeout=5)
+
+
+async def test_uri_object_form() -> None:
+    async with CloudEventSink(path="/default/broker") as sink:
+        port = int(sink.url.split(":")[2].split("/")[0])
+        dest = {
+            "uri": {"scheme": "http", "host": "127.0.0.1", "port": port, "path": "/default/broker"}
+        }
+        async with running(make_config(sink.url, destination=dest)) as router:
+            headers, body = to_binary(sample_event())
+            async with httpx.AsyncClient() as client:
+                await client.post(webhook_url(router), headers=headers, content=body)
+            await sink.wait_for(1, timeout=5)
+
+
+async def test_ref_without_uri_fails_at_start_naming_the_field() -> None:
+    ref = {"ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "default"}}
+    config = make_config("http://unused/", destination=ref)
+    router = Router(RouterContext(config))
+    with pytest.raises(ValueError, match=r"eventProcessor\.knative\.destination\.ref"):
+        await router.start()
+    await router.stop(1)
+
+
+async def test_backpressure_slow_sink_waits_drops_nothing_keeps_order() -> None:
+    delay = 0.03
+    async with (
+        CloudEventSink(delay=delay) as sink,
+        running(make_config(sink.url), queue_size=2) as router,
+    ):
+        events = [sample_event(i) for i in range(15)]
+        post_times: list[float] = []
+        async with httpx.AsyncClient() as client:
+            start = time.monotonic()
+            for e in events:
+                headers, body = to_binary(e)
+                r = await client.post(webhook_url(router), headers=headers, content=body)
+                assert r.status_code == 202
+                post_times.append(time.monotonic() - start)
+        # with 2 queued + 1 in delivery, the provider had to wait for the sink
+        assert post_times[-1] >= (len(events) - 4) * delay
+        got = await sink.wait_for(len(events), timeout=10)
+        assert [e["id"] for e in got] == [e["id"] for e in events]
+        assert sink.max_in_flight == 1
+
+
+async def test_queue_full_too_long_answers_503_with_retry_after() -> None:
+    async with (
+        CloudEventSink(delay=1.0) as sink,
+        running(make_config(sink.url), queue_size=1, accept_timeout=0.2) as router,
+    ):
+        async with httpx.AsyncClient() as client:
+            statuses = []
+            for i in range(4):
+                headers, body = to_binary(sample_event(i))
+                r = await client.post(webhook_url(router), headers=headers, content=body)
+                statuses.append(r.status_code)
+                if r.status_code == 503:
+                    assert r.headers["retry-after"] == "1"
+        # one in delivery, one queued, the rest refused (not dropped silently)
+        assert statuses[:2] == [202, 202] and 503 in statuses[2:]
+
+
+async def test_stop_delivers_queued_events_and_refuses_new_ones() -> None:
+    async with CloudEventSink(delay=0.02) as sink:
+        config = make_config(sink.url)
+        context = RouterContext(config)
+        provider = WebhookProvider(context)
+        router = Router(context, provider=provider)
+        await router.start()
+        await router.wait_ready(5)
+        tickets = [await router.publish(sample_event(i)) for i in range(10)]
+        await router.stop(timeout=5)
+        assert all(t.done() and t.result() for t in tickets)
+        assert len(sink.events) == 10
+        async with httpx.AsyncClient() as client:
+            headers, body = to_binary(sample_event(99))
+            with pytest.raises(httpx.ConnectError):
+                await client.post(provider.url, headers=headers, content=body)
