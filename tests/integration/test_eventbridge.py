@@ -1,0 +1,458 @@
+"""The aws_event_bridge processor against moto in server mode (127.0.0.1, ephemeral port).
+
+Each test creates its own event bus, a rule with a pattern and an SQS queue as the rule's
+target; what the processor sends is then read back from the queue, i.e. it went through
+moto's own PutEvents and rule matching. Failed entries are injected by a small proxy in
+front of moto that answers PutEvents like EventBridge does for partially failed batches
+(``FailedEntryCount`` > 0, ``ErrorCode`` on the failed entries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+from aiohttp import ClientSession, web
+from cloudevents.http import CloudEvent
+from moto.server import ThreadedMotoServer
+
+from event_router.config.models import RouterConfig
+from event_router.core import DeliveryError, RouterContext
+from event_router.delivery import RetryPolicy
+from event_router.processors import processor_class
+from event_router.processors.eventbridge import EventBridgeProcessor, EventBridgeSetupError
+
+REGION = "us-west-1"
+ACCOUNT = "123456789012"
+KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+class AWS:
+    """Test-side setup through moto's HTTP API: bus, rule, SQS target."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.events = boto3.client("events", region_name=REGION, endpoint_url=url, **KEYS)
+        self.sqs = boto3.client("sqs", region_name=REGION, endpoint_url=url, **KEYS)
+        self.bus = f"bus-{uuid.uuid4().hex[:8]}"
+        self.events.create_event_bus(Name=self.bus)
+        self.queue_url = self.sqs.create_queue(QueueName=f"q-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+        self.queue_arn = self.sqs.get_queue_attributes(
+            QueueUrl=self.queue_url, AttributeNames=["QueueArn"]
+        )["Attributes"]["QueueArn"]
+
+    def put_rule(self, name: str, pattern: dict[str, Any] | None) -> str:
+        kwargs: dict[str, Any] = {"Name": name, "EventBusName": self.bus}
+        if pattern is None:
+            kwargs["ScheduleExpression"] = "rate(5 minutes)"
+        else:
+            kwargs["EventPattern"] = json.dumps(pattern)
+        arn: str = self.events.put_rule(**kwargs)["RuleArn"]
+        self.events.put_targets(
+            Rule=name, EventBusName=self.bus, Targets=[{"Id": "q", "Arn": self.queue_arn}]
+        )
+        return arn
+
+    async def received(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Read until ``count`` messages arrived (or ``timeout``); return their bodies."""
+        got: list[dict[str, Any]] = []
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            resp = await asyncio.to_thread(
+                self.sqs.receive_message, QueueUrl=self.queue_url, MaxNumberOfMessages=10
+            )
+            for msg in resp.get("Messages", []):
+                got.append(json.loads(msg["Body"]))
+                await asyncio.to_thread(
+                    self.sqs.delete_message,
+                    QueueUrl=self.queue_url,
+                    ReceiptHandle=msg["ReceiptHandle"],
+                )
+            if len(got) >= count:
+                break
+            await asyncio.sleep(0.05)
+        return got
+
+
+@pytest.fixture
+def aws(moto_url: str) -> AWS:
+    return AWS(moto_url)
+
+
+def router_context(endpoint: str, bus: str, rule_arn: str, refresh: float = 300.0) -> RouterContext:
+    config = RouterConfig.model_validate(
+        {
+            "apiVersion": "event-router.vmware.com/v1alpha1",
+            "kind": "RouterConfig",
+            "metadata": {"name": "eventbridge-test"},
+            "eventProvider": {
+                "type": "webhook",
+                "name": "hook",
+                "webhook": {"bindAddress": "127.0.0.1:8080", "path": "/webhook"},
+            },
+            "eventProcessor": {
+                "type": "aws_event_bridge",
+                "name": "eb",
+                "awsEventBridge": {
+                    "region": REGION,
+                    "eventBus": bus,
+                    "ruleARN": rule_arn,
+                    "endpoint": endpoint,
+                    "ruleRefreshSeconds": refresh,
+                    "auth": {
+                        "type": "aws_access_key",
+                        "awsAccessKeyAuth": {"accessKey": "testing", "secretKey": "testing"},
+                    },
+                },
+            },
+        }
+    )
+    return RouterContext(config=config)
+
+
+def vm_event(subject: str, name: str = "Linux-01", n: int = 0) -> CloudEvent:
+    return CloudEvent(
+        {
+            "id": f"{subject}-{name}-{n}",
+            "source": "https://vcenter.local/sdk",
+            "type": "com.vmware.event.router/event",
+            "subject": subject,
+            "time": "2026-11-25T12:00:00Z",
+        },
+        {"Key": n, "Vm": {"Name": name}, "FullFormattedMessage": f"{name} {subject}"},
+    )
+
+
+PATTERN = {
+    "detail": {
+        "subject": [{"prefix": "VmPowered"}],
+        "data": {"Vm": {"Name": [{"shellstyle": "Linux*"}]}},
+    }
+}
+# moto has no shellstyle: the rule in moto uses wildcard (same meaning here)
+MOTO_PATTERN = {
+    "detail": {
+        "subject": [{"prefix": "VmPowered"}],
+        "data": {"Vm": {"Name": [{"wildcard": "Linux*"}]}},
+    }
+}
+
+
+async def started(ctx: RouterContext, **kwargs: Any) -> EventBridgeProcessor:
+    proc = EventBridgeProcessor(ctx, **kwargs)
+    await proc.start()
+    return proc
+
+
+async def test_registry_resolves_the_processor(aws: AWS) -> None:
+    assert processor_class("aws_event_bridge") is EventBridgeProcessor
+
+
+async def test_matching_events_arrive_in_the_queue_others_do_not(aws: AWS) -> None:
+    arn = aws.put_rule("vm-power", MOTO_PATTERN)
+    proc = await started(router_context(aws.url, aws.bus, arn))
+    try:
+        assert proc.pattern_text == json.dumps(MOTO_PATTERN)
+        sent = [
+            vm_event("VmPoweredOnEvent", "Linux-01", 1),
+            vm_event("VmPoweredOffEvent", "Linux-02", 2),
+            vm_event("VmPoweredOnEvent", "Windows-01", 3),  # filtered: name
+            vm_event("VmCreatedEvent", "Linux-03", 4),  # filtered: subject
+        ]
+        await asyncio.gather(*(proc.process(e) for e in sent))
+        got = await aws.received(2)
+        await asyncio.sleep(0.3)
+        got += await aws.received(0, timeout=0.2)
+        assert sorted(m["detail"]["id"] for m in got) == [
+            "VmPoweredOffEvent-Linux-02-2",
+            "VmPoweredOnEvent-Linux-01-1",
+        ]
+        first = next(m for m in got if m["detail"]["id"].endswith("-1"))
+        # the envelope EventBridge built from our entry
+        assert first["source"] == "https://vcenter.local/sdk"
+        assert first["detail-type"] == "VmPoweredOnEvent"
+        assert first["detail"]["specversion"] == "1.0"
+        assert first["detail"]["data"]["Vm"]["Name"] == "Linux-01"
+        assert proc.counters["filtered"] == 2
+        assert proc.counters["sent"] == 2
+    finally:
+        await proc.close()
+
+
+async def test_detail_type_falls_back_to_type_without_subject(aws: AWS) -> None:
+    arn = aws.put_rule("by-type", {"detail-type": ["com.example.ping"]})
+    proc = await started(router_context(aws.url, aws.bus, arn))
+    try:
+        event = CloudEvent({"source": "urn:test", "type": "com.example.ping", "id": "p1"}, {"a": 1})
+        await proc.process(event)
+        (msg,) = await aws.received(1)
+        assert msg["detail-type"] == "com.example.ping"
+        assert msg["detail"]["data"] == {"a": 1}
+    finally:
+        await proc.close()
+
+
+async def test_batches_fill_under_load(aws: AWS) -> None:
+    arn = aws.put_rule("all", {"detail": {"subject": [{"exists": True}]}})
+    proc = await started(router_context(aws.url, aws.bus, arn))
+    try:
+        events = [vm_event("VmPoweredOnEvent", n=i) for i in range(60)]
+        await asyncio.gather(*(proc.process(e) for e in events))
+        got = await aws.received(60, timeout=10)
+        assert sorted(m["detail"]["data"]["Key"] for m in got) == list(range(60))
+        assert proc.counters["put_events_calls"] < 20, proc.counters
+        assert proc.mean_batch > 3
+    finally:
+        await proc.close()
+
+
+async def test_changed_rule_applies_after_the_re_read(aws: AWS) -> None:
+    arn = aws.put_rule("changing", {"detail": {"subject": ["VmPoweredOnEvent"]}})
+    proc = await started(router_context(aws.url, aws.bus, arn, refresh=0.3))
+    try:
+        await proc.process(vm_event("VmPoweredOffEvent", n=1))
+        assert proc.counters["filtered"] == 1
+        # widen the rule in "AWS"; until the re-read the processor still filters
+        aws.events.put_rule(
+            Name="changing",
+            EventBusName=aws.bus,
+            EventPattern=json.dumps({"detail": {"subject": [{"prefix": "VmPowered"}]}}),
+        )
+        for _ in range(50):
+            if proc.counters["pattern_changes"]:
+                break
+            await asyncio.sleep(0.1)
+        assert proc.counters["pattern_changes"] == 1
+        await proc.process(vm_event("VmPoweredOffEvent", n=2))
+        got = await aws.received(1)
+        assert [m["detail"]["data"]["Key"] for m in got] == [2]
+    finally:
+        await proc.close()
+
+
+async def test_missing_rule_is_a_startup_error_listing_the_rules(aws: AWS) -> None:
+    aws.put_rule("present", {"detail": {"subject": ["x"]}})
+    arn = f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{aws.bus}/absent"
+    proc = EventBridgeProcessor(router_context(aws.url, aws.bus, arn))
+    with pytest.raises(EventBridgeSetupError) as info:
+        await proc.start()
+    await proc.close()
+    msg = str(info.value)
+    assert "eventProcessor.awsEventBridge.ruleARN" in msg
+    assert arn in msg and "not found" in msg and "present" in msg
+
+
+async def test_schedule_rule_without_pattern_is_a_startup_error(moto_url: str) -> None:
+    # schedule rules live on the default bus only
+    events = boto3.client("events", region_name=REGION, endpoint_url=moto_url, **KEYS)
+    name = f"cron-{uuid.uuid4().hex[:6]}"
+    arn = events.put_rule(Name=name, ScheduleExpression="rate(5 minutes)")["RuleArn"]
+    proc = EventBridgeProcessor(router_context(moto_url, "default", arn))
+    with pytest.raises(EventBridgeSetupError, match="has no EventPattern"):
+        await proc.start()
+    await proc.close()
+
+
+async def test_unsupported_pattern_is_a_startup_error_naming_the_part(aws: AWS) -> None:
+    arn = aws.put_rule("bad", {"detail": {"data": {"Cpu": [{"numeric": [">", 5, "<", 1]}]}}})
+    proc = EventBridgeProcessor(router_context(aws.url, aws.bus, arn))
+    with pytest.raises(EventBridgeSetupError) as info:
+        await proc.start()
+    await proc.close()
+    assert "detail.data.Cpu[0].numeric: the range is empty" in str(info.value)
+
+
+def test_rule_of_another_bus_is_a_config_error() -> None:
+    arn = f"arn:aws:events:{REGION}:{ACCOUNT}:rule/other-bus/r"
+    with pytest.raises(EventBridgeSetupError, match="belongs to event bus 'other-bus'"):
+        EventBridgeProcessor(router_context("http://127.0.0.1:1", "mine", arn))
+
+
+# --- failed entries, through a proxy in front of moto -----------------------------------
+
+
+class FailingProxy:
+    """Forwards every request to moto; PutEvents entries chosen by ``decide`` fail instead.
+
+    ``decide(detail_id, attempt)`` returns an ErrorCode to fail that entry with, or None.
+    Answers like EventBridge: HTTP 200, ``FailedEntryCount``, ``Entries`` in request order.
+    """
+
+    def __init__(self, upstream: str, decide: Callable[[str, int], str | None]) -> None:
+        self.upstream = upstream
+        self.decide = decide
+        self.attempts: dict[str, int] = {}
+        self.batches: list[int] = []
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+        self._session: ClientSession | None = None
+
+    async def __aenter__(self) -> FailingProxy:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        self._session = ClientSession()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._session is not None and self._runner is not None
+        await self._session.close()
+        await self._runner.cleanup()
+
+    async def forward(self, request: web.Request, body: bytes) -> tuple[int, bytes, str]:
+        assert self._session is not None
+        headers = {
+            k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")
+        }
+        async with self._session.request(
+            request.method, self.upstream + request.path_qs, data=body, headers=headers
+        ) as resp:
+            return resp.status, await resp.read(), resp.headers.get("Content-Type", "")
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if request.headers.get("X-Amz-Target") != "AWSEvents.PutEvents":
+            status, data, ctype = await self.forward(request, body)
+            return web.Response(status=status, body=data, headers={"Content-Type": ctype})
+        entries = json.loads(body)["Entries"]
+        self.batches.append(len(entries))
+        results: list[dict[str, Any] | None] = []
+        passed = []
+        for entry in entries:
+            key = json.loads(entry["Detail"])["id"]
+            self.attempts[key] = self.attempts.get(key, 0) + 1
+            code = self.decide(key, self.attempts[key])
+            if code:
+                results.append({"ErrorCode": code, "ErrorMessage": f"injected {code}"})
+            else:
+                results.append(None)
+                passed.append(entry)
+        upstream: list[dict[str, Any]] = []
+        if passed:
+            payload = json.dumps({"Entries": passed}).encode()
+            status, data, _ = await self.forward(request, payload)
+            assert status == 200, data
+            upstream = json.loads(data)["Entries"]
+        it = iter(upstream)
+        merged = [r if r is not None else next(it) for r in results]
+        failed = sum(1 for r in merged if "ErrorCode" in r)
+        return web.json_response(
+            {"FailedEntryCount": failed, "Entries": merged},
+            content_type="application/x-amz-json-1.1",
+        )
+
+
+FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.05, max_delay=0.2, jitter=0)
+
+
+async def test_failed_entries_are_retried_alone(aws: AWS) -> None:
+    arn = aws.put_rule("retry", {"detail": {"subject": [{"exists": True}]}})
+
+    def decide(key: str, attempt: int) -> str | None:
+        # odd events fail twice with retryable codes, then pass
+        n = int(key.rsplit("-", 1)[1])
+        if n % 2 and attempt <= 2:
+            return "ThrottlingException" if attempt == 1 else "InternalFailure"
+        return None
+
+    async with FailingProxy(aws.url, decide) as proxy:
+        proc = await started(router_context(proxy.url, aws.bus, arn), retry=FAST_RETRY)
+        retries: list[tuple[int, str]] = []
+        proc.retry_hook = lambda attempt, reason: retries.append((attempt, reason))
+        try:
+            events = [vm_event("VmPoweredOnEvent", n=i) for i in range(10)]
+            await asyncio.gather(*(proc.process(e) for e in events))
+        finally:
+            await proc.close()
+    got = await aws.received(10)
+    # every event exactly once: the successful entries were not re-sent
+    assert sorted(m["detail"]["data"]["Key"] for m in got) == list(range(10))
+    assert {k: v for k, v in proxy.attempts.items() if v > 1} == {
+        f"VmPoweredOnEvent-Linux-01-{i}": 3 for i in range(1, 10, 2)
+    }
+    assert len(retries) == 10 and {a for a, _ in retries} == {1, 2}
+    assert any("ThrottlingException" in r for _, r in retries)
+    assert proc.counters["retried"] == 10 and proc.counters["sent"] == 10
+
+
+async def test_entries_failing_for_good_raise_delivery_error(aws: AWS, caplog: Any) -> None:
+    arn = aws.put_rule("doomed", {"detail": {"subject": [{"exists": True}]}})
+
+    def decide(key: str, attempt: int) -> str | None:
+        if key.endswith("-1"):
+            return "InternalFailure"  # retryable, but never succeeds
+        if key.endswith("-2"):
+            return "AccessDeniedException"  # permanent: no retry
+        return None
+
+    async with FailingProxy(aws.url, decide) as proxy:
+        proc = await started(router_context(proxy.url, aws.bus, arn), retry=FAST_RETRY)
+        try:
+            results = await asyncio.gather(
+                *(proc.process(vm_event("VmPoweredOnEvent", n=i)) for i in range(3)),
+                return_exceptions=True,
+            )
+        finally:
+            await proc.close()
+    assert results[0] is None
+    assert isinstance(results[1], DeliveryError)
+    assert "after 4 attempt(s): InternalFailure" in str(results[1])
+    assert isinstance(results[2], DeliveryError)
+    assert "(not retryable): AccessDeniedException" in str(results[2])
+    assert proxy.attempts["VmPoweredOnEvent-Linux-01-1"] == 4
+    assert proxy.attempts["VmPoweredOnEvent-Linux-01-2"] == 1
+    assert proc.counters["failed"] == 2
+    assert [m["detail"]["data"]["Key"] for m in await aws.received(1)] == [0]
+
+
+async def test_unreachable_endpoint_fails_after_retries(aws: AWS) -> None:
+    arn = aws.put_rule("gone", {"detail": {"subject": [{"exists": True}]}})
+
+    async with FailingProxy(aws.url, lambda k, a: None) as proxy:
+        proc = await started(router_context(proxy.url, aws.bus, arn), retry=FAST_RETRY)
+    # the proxy is gone now: connection refused on every PutEvents
+    try:
+        with pytest.raises(DeliveryError, match="after 4 attempt"):
+            await proc.process(vm_event("VmPoweredOnEvent", n=7))
+    finally:
+        await proc.close()
+
+
+async def test_secret_key_never_logged(aws: AWS, caplog: Any) -> None:
+    caplog.set_level(logging.DEBUG)
+    arn = aws.put_rule("quiet", {"detail": {"subject": [{"exists": True}]}})
+    ctx = router_context(aws.url, aws.bus, arn)
+    assert ctx.config.eventProcessor.awsEventBridge is not None
+    secret = "s3cr3t-K3y-do-not-log"
+    keys = ctx.config.eventProcessor.awsEventBridge.auth.awsAccessKeyAuth
+    assert keys is not None
+    keys.secretKey = type(keys.secretKey)(secret)
+    proc = await started(ctx)
+    try:
+        await proc.process(vm_event("VmPoweredOnEvent", n=1))
+    finally:
+        await proc.close()
+    assert secret not in caplog.text
+    assert secret not in repr(proc.cfg) and secret not in proc.address()
