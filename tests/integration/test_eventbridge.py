@@ -70,7 +70,7 @@ class AWS:
         )
         return arn
 
-    async def received(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+    async def received(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:  # noqa: ASYNC109
         """Read until ``count`` messages arrived (or ``timeout``); return their bodies."""
         got: list[dict[str, Any]] = []
         deadline = asyncio.get_running_loop().time() + timeout
