@@ -45,12 +45,18 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+_URL_PASSWORD = re.compile(r"(//[^/@:\s]*:)[^@/\s]*@")
+
+
 def show(value: Any) -> str:
     """A value for an error message: scalars quoted and cut short, containers by kind."""
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list | tuple):
         return "a list"
+    if isinstance(value, str):
+        # never echo the password of a URL such as https://user:password@host
+        value = _URL_PASSWORD.sub(r"\1***@", value)
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
