@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the table of malformed configs reads best one case per line)
 """RouterConfig models and loader: the original's examples parse, malformed configs fail
 with one line naming the field path, the value and what is allowed; secrets never shown."""
 
@@ -149,7 +150,10 @@ def edit(data: dict[str, Any], path: str, value: Any) -> None:
         node[keys[-1]] = value
 
 
-AK = {"type": "aws_access_key", "awsAccessKeyAuth": {"accessKey": "AK", "secretKey": "ZYXWVUTSRQPO"}}
+AK = {
+    "type": "aws_access_key",
+    "awsAccessKeyAuth": {"accessKey": "AK", "secretKey": "ZYXWVUTSRQPO"},
+}
 VK, WK, VA, HK, VO = (
     "vcenter-knative.yaml",
     "webhook-knative.yaml",
