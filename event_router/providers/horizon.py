@@ -307,6 +307,8 @@ class HorizonProvider(Provider):
         self._ad = cfg.auth.activeDirectoryAuth
         self.host = urlsplit(cfg.address).hostname or "horizon"
         self.cursor: Cursor | None = None
+        #: width (ms) of the next window while streaming a backlog; None = up to now
+        self._span: int | None = None
         self.tracker: CheckpointTracker[Position] = CheckpointTracker()
         self.store: CheckpointStore | None = self._make_store()
         self.checkpoint: Checkpoint | None = None
@@ -366,7 +368,7 @@ class HorizonProvider(Provider):
                     self._ever_logged_in = True
                 if self.cursor is None:
                     await self._start_cursor()
-                published = await self._poll(publisher)
+                published, caught_up = await self._poll(publisher)
             except HorizonLoginError as exc:
                 if not self._ever_logged_in:
                     raise
@@ -394,7 +396,12 @@ class HorizonProvider(Provider):
                 failing = False
             error_delay = 1.0
             self.ready = True
-            delay = interval if published else min(delay * 2, idle_max)
+            if not caught_up:
+                delay = 0.0  # a backlog remains: next window right away
+            elif published:
+                delay = interval
+            else:
+                delay = min(max(delay, interval) * 2, idle_max)
             await asyncio.sleep(delay)
 
     async def _start_cursor(self) -> None:
@@ -460,23 +467,31 @@ class HorizonProvider(Provider):
             )
         return data
 
-    async def _poll(self, publisher: Publisher) -> int:
-        """One window: fetch, de-duplicate, publish oldest first. Returns how many."""
+    async def _poll(self, publisher: Publisher) -> tuple[int, bool]:
+        """One window: fetch, de-duplicate, publish oldest first. Returns how many were
+        published and whether the window reached "now" (False: a backlog remains)."""
         cursor = self.cursor
         assert cursor is not None
         upper = int(time.time() * 1000) + FUTURE_MS
-        events, to_ms = await self._fetch_window(cursor.time, upper)
+        wanted = upper if self._span is None else min(upper, cursor.time + self._span)
+        events, to_ms = await self._fetch_window(cursor.time, wanted)
+        caught_up = to_ms >= upper
+        if caught_up:
+            self._span = None
+        else:  # in a backlog: next window as wide as this one (twice, if it was not full)
+            span = max(1, to_ms - cursor.time)
+            self._span = span * 2 if to_ms == wanted else span
         fresh = new_events(events, cursor)
         for event in fresh:
             await self._publish(publisher, event)
-        if not fresh and to_ms < upper:
-            # a narrowed window held nothing new: everything up to to_ms was seen
+        if not fresh and not caught_up:
+            # a window of the backlog held nothing new: everything up to to_ms was seen
             self.cursor = Cursor(to_ms + 1, [])
         if fresh:
             log.debug(
                 "horizon: %d new event(s) up to %s", len(fresh), rfc3339_millis(fresh[-1]["time"])
             )
-        return len(fresh)
+        return len(fresh), caught_up
 
     async def _publish(self, publisher: Publisher, event: dict[str, Any]) -> None:
         cursor = self.cursor

@@ -95,14 +95,14 @@ class CollectingPublisher:
     def ids(self) -> list[int]:
         return [int(e["id"]) for e in self.events]
 
-    async def wait_for(self, count: int, timeout: float = 10.0) -> list[CloudEvent]:
+    async def wait_for(self, count: int, within: float = 10.0) -> list[CloudEvent]:
         async def _wait() -> None:
             while len(self.events) < count:
                 self._changed.clear()
                 await self._changed.wait()
 
         try:
-            await asyncio.wait_for(_wait(), timeout)
+            await asyncio.wait_for(_wait(), within)
         except TimeoutError:
             raise AssertionError(
                 f"got {len(self.events)} events, wanted {count}: {self.ids}"
@@ -117,8 +117,8 @@ def make_provider(config: RouterConfig, **context: Any) -> HorizonProvider:
     return provider
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
