@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Any
 
 import pytest
 from cloudevents.conversion import to_structured
@@ -12,6 +13,7 @@ from pyVmomi import vim
 from event_router.events.vcenter import event_id, rfc3339, to_cloudevent, to_data
 
 UTC = dt.UTC
+kv: Any = getattr(vim, "KeyAnyValue")  # noqa: B009 - not in the type stubs
 
 
 def powered_off_event(key: int = 9902) -> vim.event.VmPoweredOffEvent:
@@ -107,7 +109,7 @@ def test_sources_style_cloudevent() -> None:
         (vim.event.ExtendedEvent(eventTypeId="com.vmware.vc.HA.Thing"), "extendedevent"),
     ],
 )
-def test_eventex_and_extendedevent_use_event_type_id(event: vim.event.Event, cls: str) -> None:
+def test_eventex_and_extendedevent_use_event_type_id(event: Any, cls: str) -> None:
     event.key = 7
     event.chainId = 7
     event.createdTime = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -130,7 +132,7 @@ def test_eventex_arguments_and_extended_data() -> None:
         createdTime=dt.datetime(2024, 1, 1, tzinfo=UTC),
         userName="u",
         eventTypeId="x.y",
-        arguments=[vim.KeyAnyValue(key="a", value="b"), vim.KeyAnyValue(key="n", value=3)],
+        arguments=[kv(key="a", value="b"), kv(key="n", value=3)],
     )
     data = to_data(ex)
     assert data["Arguments"] == [{"Key": "a", "Value": "b"}, {"Key": "n", "Value": 3}]
