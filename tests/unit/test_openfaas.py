@@ -1,0 +1,293 @@
+"""The openfaas processor against the OpenFaaS-gateway-compatible test server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from cloudevents.http import CloudEvent
+
+from event_router.config.models import RouterConfig
+from event_router.core import DeliveryError, RouterContext
+from event_router.delivery import RetryPolicy
+from event_router.processors import processor_class
+from event_router.processors.openfaas import (
+    OpenFaaSProcessor,
+    OpenFaaSSetupError,
+    parse_topics,
+    retry_status,
+)
+from tests.support.openfaas_gateway import OpenFaaSGateway
+
+FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, jitter=0)
+
+
+def context(address: str, *, async_: bool = False, auth: Any = None, refresh: float = 10.0):
+    openfaas: dict[str, Any] = {
+        "address": address,
+        "async": async_,
+        "refreshIntervalSeconds": refresh,
+    }
+    if auth is not None:
+        openfaas["auth"] = {
+            "type": "basic_auth",
+            "basicAuth": {"username": auth[0], "password": auth[1]},
+        }
+    config = RouterConfig.model_validate(
+        {
+            "apiVersion": "event-router.vmware.com/v1alpha1",
+            "kind": "RouterConfig",
+            "metadata": {"name": "openfaas-test"},
+            "eventProvider": {
+                "type": "webhook",
+                "name": "hook",
+                "webhook": {"bindAddress": "127.0.0.1:8080", "path": "/webhook"},
+            },
+            "eventProcessor": {"type": "openfaas", "name": "faas", "openfaas": openfaas},
+        }
+    )
+    return RouterContext(config=config)
+
+
+def event(subject: str | None, n: int = 0) -> CloudEvent:
+    attrs = {
+        "id": f"id-{n}",
+        "source": "https://vcenter.local/sdk",
+        "type": "com.vmware.event.router/event",
+    }
+    if subject is not None:
+        attrs["subject"] = subject
+    return CloudEvent(attrs, {"Key": n, "Vm": {"Name": "Test-VM"}})
+
+
+async def eventually(condition: Callable[[], bool], within: float = 3.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def started(ctx: RouterContext, retry: RetryPolicy = FAST) -> OpenFaaSProcessor:
+    proc = OpenFaaSProcessor(ctx, retry=retry)
+    await proc.start()
+    return proc
+
+
+def test_registry_and_retry_statuses() -> None:
+    assert processor_class("openfaas") is OpenFaaSProcessor
+    assert [s for s in (200, 404, 429, 500, 501, 502, 503, 504) if retry_status(s)] == [
+        429,
+        500,
+        502,
+        503,
+        504,
+    ]
+
+
+def test_parse_topics_splits_and_trims() -> None:
+    table = parse_topics(
+        [
+            {"name": "a", "annotations": {"topic": "VmPoweredOnEvent, VmPoweredOffEvent"}},
+            {"name": "b", "annotations": {"topic": "VmPoweredOnEvent"}},
+            {"name": "c", "annotations": {}},
+            {"name": "d"},
+            {"name": "e", "annotations": {"topic": " ,,"}},
+        ]
+    )
+    assert table == {"VmPoweredOnEvent": ("a", "b"), "VmPoweredOffEvent": ("a",)}
+
+
+async def test_topic_routing_to_every_subscribed_function() -> None:
+    async with OpenFaaSGateway() as gw:
+        gw.deploy("power", "VmPoweredOnEvent,VmPoweredOffEvent")
+        gw.deploy("audit", "VmPoweredOnEvent")
+        gw.deploy("alarms", "AlarmStatusChangedEvent")
+        gw.deploy("silent")
+        proc = await started(context(gw.url))
+        try:
+            await proc.process(event("VmPoweredOnEvent", 1))
+            await proc.process(event("VmPoweredOffEvent", 2))
+            await proc.process(event("VmCreatedEvent", 3))  # nobody subscribed
+            await proc.process(event(None, 4))  # no subject, no topic
+        finally:
+            await proc.close()
+    got = sorted((i.function, json.loads(i.body)["id"]) for i in gw.invocations)
+    assert got == [("audit", "id-1"), ("power", "id-1"), ("power", "id-2")]
+    first = gw.calls("audit")[0]
+    assert first.mode == "sync"
+    assert first.headers["content-type"] == "application/cloudevents+json"
+    assert first.headers["x-topic"] == "VmPoweredOnEvent"
+    body = json.loads(first.body)
+    assert body["specversion"] == "1.0" and body["subject"] == "VmPoweredOnEvent"
+    assert body["data"] == {"Key": 1, "Vm": {"Name": "Test-VM"}}
+    assert proc.counters["unsubscribed"] == 2 and proc.counters["invoked"] == 3
+
+
+async def test_new_and_removed_functions_apply_after_a_refresh() -> None:
+    async with OpenFaaSGateway() as gw:
+        gw.deploy("old", "VmPoweredOnEvent")
+        proc = await started(context(gw.url, refresh=0.2))
+        try:
+            await proc.process(event("VmPoweredOnEvent", 1))
+            gw.deploy("new", "VmPoweredOnEvent")
+            gw.remove("old")
+            refreshes = proc.counters["refreshes"]
+            await eventually(lambda: proc.counters["refreshes"] > refreshes)
+            await proc.process(event("VmPoweredOnEvent", 2))
+        finally:
+            await proc.close()
+    assert [(i.function, json.loads(i.body)["id"]) for i in gw.invocations] == [
+        ("old", "id-1"),
+        ("new", "id-2"),
+    ]
+
+
+async def test_retries_then_delivers_and_reports_retries() -> None:
+    async with OpenFaaSGateway() as gw:
+        gw.deploy("fn", "VmPoweredOnEvent")
+        proc = await started(context(gw.url))
+        retries: list[tuple[int, str]] = []
+        proc.retry_hook = lambda attempt, reason: retries.append((attempt, reason))
+        try:
+            gw.fail_next("fn", 1, 503)
+            gw.fail_next("fn", 1, 429)
+            await proc.process(event("VmPoweredOnEvent", 1))
+        finally:
+            await proc.close()
+    assert len(gw.calls("fn")) == 1
+    assert retries == [(1, "HTTP 503"), (2, "HTTP 429")]
+
+
+async def test_failure_after_the_last_retry_is_reported_not_swallowed() -> None:
+    async with OpenFaaSGateway() as gw:
+        gw.deploy("flaky", "VmPoweredOnEvent")
+        gw.deploy("fine", "VmPoweredOnEvent")
+        proc = await started(context(gw.url))
+        try:
+            gw.fail_next("flaky", 3, 502)
+            with pytest.raises(DeliveryError) as info:
+                await proc.process(event("VmPoweredOnEvent", 1))
+            gw.fail_next("flaky", 1, 501)  # Not Implemented: not retried
+            with pytest.raises(DeliveryError) as info501:
+                await proc.process(event("VmPoweredOnEvent", 2))
+        finally:
+            await proc.close()
+    assert "1 of 2 function(s) failed" in str(info.value)
+    assert "flaky" in str(info.value) and "after 3 attempt(s): HTTP 502" in str(info.value)
+    assert info.value.retryable
+    assert "HTTP 501 (not retryable)" in str(info501.value)
+    # the healthy function got both events; the flaky one neither
+    assert [json.loads(i.body)["id"] for i in gw.calls("fine")] == ["id-1", "id-2"]
+    assert gw.calls("flaky") == []
+    assert proc.counters["failed:flaky"] == 2
+
+
+async def test_removed_function_fails_and_triggers_a_refresh() -> None:
+    async with OpenFaaSGateway() as gw:
+        gw.deploy("gone", "VmPoweredOnEvent")
+        proc = await started(context(gw.url, refresh=3600))
+        try:
+            gw.remove("gone")
+            before = gw.list_requests
+            with pytest.raises(DeliveryError, match="HTTP 404"):
+                await proc.process(event("VmPoweredOnEvent", 1))
+            await eventually(lambda: "VmPoweredOnEvent" not in proc.topics)
+            assert gw.list_requests == before + 1
+            await proc.process(event("VmPoweredOnEvent", 2))  # nobody subscribed now
+            assert proc.counters["unsubscribed"] == 1
+        finally:
+            await proc.close()
+
+
+async def test_connection_errors_are_retried_then_reported() -> None:
+    async with OpenFaaSGateway() as gw:
+        gw.deploy("fn", "VmPoweredOnEvent")
+        proc = await started(context(gw.url))
+        retries: list[str] = []
+        proc.retry_hook = lambda attempt, reason: retries.append(reason)
+    # the gateway is stopped now
+    try:
+        with pytest.raises(DeliveryError, match="after 3 attempt"):
+            await proc.process(event("VmPoweredOnEvent", 1))
+    finally:
+        await proc.close()
+    assert len(retries) == 2 and all("Connect" in r for r in retries)
+
+
+async def test_async_mode_posts_to_async_function() -> None:
+    async with OpenFaaSGateway() as gw:
+        gw.deploy("fn", "VmPoweredOnEvent")
+        proc = await started(context(gw.url, async_=True))
+        try:
+            await proc.process(event("VmPoweredOnEvent", 1))
+            gw.fail_next("fn", 1, 503)  # the queue is briefly unavailable: retried
+            await proc.process(event("VmPoweredOnEvent", 2))
+        finally:
+            await proc.close()
+    assert [(i.mode, json.loads(i.body)["id"]) for i in gw.invocations] == [
+        ("async", "id-1"),
+        ("async", "id-2"),
+    ]
+    assert gw.calls(mode="sync") == []
+
+
+async def test_basic_auth_for_listing_and_invocation(caplog: Any) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret = "0penfaas-s3cret"
+    async with OpenFaaSGateway(auth=("admin", secret), auth_functions=True) as gw:
+        gw.deploy("fn", "VmPoweredOnEvent")
+        proc = await started(context(gw.url, auth=("admin", secret)))
+        try:
+            await proc.process(event("VmPoweredOnEvent", 1))
+        finally:
+            await proc.close()
+        assert len(gw.calls("fn")) == 1 and gw.unauthorized == 0
+        # wrong password: a startup error naming the auth field, without the password
+        bad = OpenFaaSProcessor(context(gw.url, auth=("admin", "wrong-pass")), retry=FAST)
+        with pytest.raises(OpenFaaSSetupError) as info:
+            await bad.start()
+        await bad.close()
+        assert "eventProcessor.openfaas.auth" in str(info.value) and "HTTP 401" in str(info.value)
+        assert "wrong-pass" not in str(info.value)
+        # no credentials configured at all
+        none = OpenFaaSProcessor(context(gw.url), retry=FAST)
+        with pytest.raises(OpenFaaSSetupError, match=r"the gateway needs auth\.basicAuth"):
+            await none.start()
+    assert secret not in caplog.text and "wrong-pass" not in caplog.text
+    assert secret not in repr(proc.cfg)
+
+
+async def test_unreachable_gateway_is_a_clear_startup_error() -> None:
+    async with OpenFaaSGateway() as gw:
+        url = gw.url
+    proc = OpenFaaSProcessor(context(url), retry=FAST)
+    with pytest.raises(OpenFaaSSetupError, match=r"openfaas.address: cannot reach the OpenFaaS"):
+        await proc.start()
+
+
+async def test_order_is_kept_per_function_while_functions_run_in_parallel() -> None:
+    async with OpenFaaSGateway() as gw:
+        gw.deploy("slow-a", "VmPoweredOnEvent", delay=0.02)
+        gw.deploy("slow-b", "VmPoweredOnEvent", delay=0.02)
+        proc = await started(context(gw.url))
+        try:
+            # the router calls process up to max_in_flight times concurrently, in order
+            started_at = time.perf_counter()
+            tasks = [
+                asyncio.create_task(proc.process(event("VmPoweredOnEvent", n))) for n in range(10)
+            ]
+            await asyncio.gather(*tasks)
+            elapsed = time.perf_counter() - started_at
+        finally:
+            await proc.close()
+    for fn in ("slow-a", "slow-b"):
+        assert [json.loads(i.body)["id"] for i in gw.calls(fn)] == [f"id-{n}" for n in range(10)]
+        assert gw.max_concurrency[fn] == 1
+    # the two functions were served side by side: well under 2 x 10 x 20 ms
+    assert elapsed < 0.36, elapsed
+    assert proc.max_in_flight > 1
