@@ -1,0 +1,136 @@
+"""Horizon test server -> Router (horizon provider) -> knative processor -> CloudEventSink.
+
+Everything over real HTTP on 127.0.0.1: the provider polls the Horizon REST test server,
+the router core hands the events to the knative processor, which posts them to the
+aiohttp CloudEvents sink. Checks what a user sees: the events arrive in order with the
+documented attributes, a checkpoint is written on stop, and an event the sink refused
+(after the processor's retries) is not passed by the checkpoint and is re-sent after a
+restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from event_router.config.loader import parse_config
+from event_router.config.models import RouterConfig
+from event_router.core import RouterContext
+from event_router.delivery import RetryPolicy
+from event_router.processors.knative import KnativeProcessor
+from event_router.providers.horizon import HorizonProvider
+from event_router.router import ProcessorSlot, Router
+from tests.support.horizon_server import HorizonServer
+from tests.support.sink import CloudEventSink
+
+pytestmark = pytest.mark.timeout(60)
+
+FAST = RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02)
+PASSWORD = "Horiz0n-e2e!"
+
+
+def make_config(horizon_url: str, sink_url: str, checkpoint_dir: Path) -> RouterConfig:
+    return parse_config(
+        {
+            "apiVersion": "event-router.vmware.com/v1alpha1",
+            "kind": "RouterConfig",
+            "metadata": {"name": "horizon-e2e"},
+            "eventProvider": {
+                "type": "horizon",
+                "name": "horizon",
+                "horizon": {
+                    "address": horizon_url,
+                    "checkpoint": True,
+                    "checkpointDir": str(checkpoint_dir),
+                    "pollIntervalSeconds": 0.05,
+                    "auth": {
+                        "type": "active_directory",
+                        "activeDirectoryAuth": {
+                            "domain": "corp",
+                            "username": "administrator",
+                            "password": PASSWORD,
+                        },
+                    },
+                },
+            },
+            "eventProcessor": {
+                "type": "knative",
+                "name": "kn",
+                "knative": {"destination": {"uri": sink_url}, "encoding": "structured"},
+            },
+            "checkpoint": {"periodSeconds": 0.1},
+        }
+    )
+
+
+@asynccontextmanager
+async def running(config: RouterConfig) -> AsyncIterator[Router]:
+    context = RouterContext(config)
+    provider = HorizonProvider(context)
+    provider.idle_max_delay = 0.2
+    provider.error_max_delay = 0.2
+    router = Router(
+        context,
+        provider=provider,
+        processors=[ProcessorSlot(KnativeProcessor(context, retry=FAST), name="kn")],
+    )
+    await router.start()
+    try:
+        await router.wait_ready(10)
+        yield router
+    finally:
+        await router.stop(timeout=5)
+
+
+async def test_horizon_events_reach_the_sink_in_order(tmp_path: Path) -> None:
+    async with HorizonServer(password=PASSWORD) as server, CloudEventSink() as sink:
+        server.add_event("VLSI_USERLOGGEDIN", time_ms=1_600_000_000_000)  # history: not sent
+        async with running(make_config(server.url, sink.url, tmp_path)) as router:
+            t = int(time.time() * 1000)
+            sent = [
+                server.add_event("VLSI_USERLOGGEDIN", time_ms=t, machine_dns_name="d1.corp"),
+                server.add_event("BROKER_MACHINE_ALLOCATED", time_ms=t + 1),
+                server.add_event("VLSI_USERLOGGEDOUT", time_ms=t + 1),
+            ]
+            got = await sink.wait_for(3, timeout=10)
+            stats = router.stats()
+        assert [e["id"] for e in got] == [str(e["id"]) for e in sent]
+        first = got[0]
+        assert first["source"] == server.url
+        assert first["subject"] == "VLSI_USERLOGGEDIN"
+        assert first["type"] == "com.vmware.event.router/horizon.vlsi_userloggedin.v0"
+        assert first.data["machine_dns_name"] == "d1.corp" and first.data["time"] == t
+        assert json.dumps(stats)  # the /stats document is JSON
+        saved = json.loads((tmp_path / "horizon-127.0.0.1.json").read_text())
+        assert saved["lastEventTime"] == t + 1
+        assert saved["idsAtLastTime"] == [sent[1]["id"], sent[2]["id"]]
+        assert server.logouts == 1
+
+
+async def test_refused_event_is_resent_after_restart(tmp_path: Path) -> None:
+    async with HorizonServer(password=PASSWORD) as server, CloudEventSink() as sink:
+        config = make_config(server.url, sink.url, tmp_path)
+        async with running(config):
+            t = int(time.time() * 1000)
+            ok = server.add_event(time_ms=t)
+            await sink.wait_for(1, timeout=10)
+            sink.fail_next(FAST.attempts, status=503)  # every attempt for the next event
+            refused = server.add_event(time_ms=t + 5)
+            deadline = time.monotonic() + 10
+            while sink.requests < 1 + FAST.attempts and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert sink.requests == 1 + FAST.attempts
+        assert [e["id"] for e in sink.events] == [str(ok["id"])]
+        saved = json.loads((tmp_path / "horizon-127.0.0.1.json").read_text())
+        assert saved["lastEventTime"] == t and saved["idsAtLastTime"] == [ok["id"]]
+
+        async with running(config):
+            later = server.add_event(time_ms=t + 9)
+            got = await sink.wait_for(3, timeout=10)
+        assert [e["id"] for e in got] == [str(ok["id"]), str(refused["id"]), str(later["id"])]
