@@ -1,8 +1,8 @@
 """Delivery with retries: exponential backoff with jitter, ``Retry-After`` honoured.
 
-Retried: transport errors (connect, read, write, timeouts, protocol), and the statuses for
-which ``retry_status`` answers True (by default 408, 429 and 5xx). Any other status
-(other 4xx) is not retried. After the last attempt, or on a non-retryable status,
+Retried: transport errors (connect, read, write, timeouts, protocol; httpx or aiohttp),
+and the statuses for which ``retry_status`` answers True (by default 408, 429 and 5xx).
+Any other status (other 4xx) is not retried. After the last attempt, or on a non-retryable status,
 :class:`~event_router.core.DeliveryError` is raised.
 """
 
@@ -13,16 +13,50 @@ import email.utils
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
+import aiohttp
 import httpx
 
 from event_router.core import DeliveryError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RetryPolicy", "default_retry_status", "retry_after_seconds", "send_with_retry"]
+__all__ = [
+    "TRANSPORT_ERRORS",
+    "ResponseLike",
+    "RetryPolicy",
+    "default_retry_status",
+    "retry_after_seconds",
+    "send_with_retry",
+]
+
+#: exceptions that mean "the request did not get a response": retried
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    httpx.TransportError,
+    aiohttp.ClientError,
+    TimeoutError,
+    ConnectionError,
+)
+
+
+class ResponseLike(Protocol):
+    """What send_with_retry needs of a response: an :class:`httpx.Response` has it, and so
+    does a small wrapper of an aiohttp response (see the knative processor)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def text(self) -> str: ...
+
+
+R = TypeVar("R", bound=ResponseLike)
 
 
 @dataclass(frozen=True)
@@ -87,13 +121,13 @@ RetryHook = Callable[[int, str], None]
 
 
 async def send_with_retry(
-    send: Callable[[], Awaitable[httpx.Response]],
+    send: Callable[[], Awaitable[R]],
     policy: RetryPolicy,
     *,
     retry_status: Callable[[int], bool] = default_retry_status,
     on_retry: RetryHook | None = None,
     what: str = "delivery",
-) -> httpx.Response:
+) -> R:
     """Call ``send`` until it returns a 2xx/3xx response or retries are exhausted.
 
     Returns the successful response. Raises :class:`DeliveryError` (``retryable`` tells
@@ -106,7 +140,7 @@ async def send_with_retry(
         delay: float | None = None
         try:
             response = await send()
-        except httpx.TransportError as err:
+        except TRANSPORT_ERRORS as err:
             reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
             if attempt >= policy.attempts:
                 raise DeliveryError(
@@ -140,7 +174,7 @@ async def send_with_retry(
         await asyncio.sleep(delay)
 
 
-def _snippet(response: httpx.Response, limit: int = 200) -> str:
+def _snippet(response: ResponseLike, limit: int = 200) -> str:
     try:
         text = response.text
     except Exception:  # body not read (streaming) or undecodable

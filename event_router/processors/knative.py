@@ -8,18 +8,19 @@
   ``structured`` (one ``application/cloudevents+json`` document).
 * ``insecureSSL`` skips certificate checks; ``certificates.rootCAs`` are trusted.
 * ``auth``: optional ``basic_auth`` (the original ignored it; we send it).
-* One pooled keep-alive :class:`httpx.AsyncClient`; retries per :mod:`event_router.delivery`.
+* One pooled keep-alive aiohttp client session (aiohttp: several times less CPU per request
+  than httpx on the hot path); retries per :mod:`event_router.delivery`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
+import aiohttp
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 
@@ -106,7 +107,7 @@ class KnativeProcessor(Processor):
         self.timeout = timeout
         self.retry_hook: Callable[[int, str], None] | None = None
         self._url: str | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._session: aiohttp.ClientSession | None = None
         self._structured = cfg.encoding == "structured"
 
     def address(self) -> str:
@@ -124,7 +125,7 @@ class KnativeProcessor(Processor):
 
     async def start(self) -> None:
         self._url = destination_url(self.cfg)
-        auth: httpx.BasicAuth | None = None
+        auth: aiohttp.BasicAuth | None = None
         if self.cfg.auth is not None:
             a = self.cfg.auth
             if a.type != "basic_auth" or a.basicAuth is None:
@@ -132,29 +133,32 @@ class KnativeProcessor(Processor):
                     f"{FIELD}.auth.type: only basic_auth is supported for knative "
                     f"(got {a.type!r}; allowed: basic_auth with {FIELD}.auth.basicAuth)"
                 )
-            auth = httpx.BasicAuth(a.basicAuth.username, a.basicAuth.password.get_secret_value())
-        verify = self.context.ssl_context(self.cfg.insecureSSL)
-        self._client = httpx.AsyncClient(
+            auth = aiohttp.BasicAuth(a.basicAuth.username, a.basicAuth.password.get_secret_value())
+        ssl_ctx = self.context.ssl_context(self.cfg.insecureSSL)
+        self._session = aiohttp.ClientSession(
             auth=auth,
-            verify=verify,
-            timeout=httpx.Timeout(self.timeout),
-            limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
-            follow_redirects=False,
+            connector=aiohttp.TCPConnector(limit=16, ssl=ssl_ctx, keepalive_timeout=30),
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
             trust_env=False,
+            skip_auto_headers=("User-Agent",),
+            headers={"User-Agent": "event-router"},
         )
         log.info("knative: delivering to %s (%s encoding)", self.address(), self.cfg.encoding)
 
     async def process(self, event: CloudEvent) -> None:
-        client, url = self._client, self._url
-        if client is None or url is None:
+        session, url = self._session, self._url
+        if session is None or url is None:
             raise DeliveryError("knative processor not started")
         if self._structured:
             headers, body = to_structured(event)
         else:
             headers, body = to_binary(event, data_marshaller=_binary_marshaller(event))
 
-        async def send() -> httpx.Response:
-            return await client.post(url, headers=headers, content=body)
+        async def send() -> _Response:
+            async with session.post(
+                url, headers=headers, data=body, allow_redirects=False
+            ) as response:
+                return _Response(response.status, response.headers, await response.read())
 
         await send_with_retry(
             send,
@@ -165,6 +169,21 @@ class KnativeProcessor(Processor):
         )
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class _Response:
+    """The parts of an aiohttp response that send_with_retry looks at."""
+
+    __slots__ = ("_body", "headers", "status_code")
+
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        self.status_code = status
+        self.headers = headers
+        self._body = body
+
+    @property
+    def text(self) -> str:
+        return self._body.decode("utf-8", "replace")

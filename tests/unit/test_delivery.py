@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import socket
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -27,7 +28,9 @@ def _event() -> CloudEvent:
     return CloudEvent({"type": "com.example.test", "source": "/test", "id": "1"}, {"n": 1})
 
 
-async def _deliver(client: httpx.AsyncClient, url: str, policy: RetryPolicy = FAST, **kw):  # type: ignore[no-untyped-def]
+async def _deliver(
+    client: httpx.AsyncClient, url: str, policy: RetryPolicy = FAST, **kw: Any
+) -> httpx.Response:
     headers, body = to_binary(_event())
     return await send_with_retry(
         lambda: client.post(url, headers=headers, content=body),
