@@ -54,6 +54,7 @@ def _rules(*rules: tuple[str, str]) -> ConfigDict:
     return ConfigDict(
         extra="forbid",
         populate_by_name=True,
+        strict=True,
         json_schema_extra={
             "x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]
         },
@@ -61,7 +62,9 @@ def _rules(*rules: tuple[str, str]) -> ConfigDict:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    """Unknown fields rejected, no type coercion (the API server does not coerce either)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
 
 # --- credentials by reference -----------------------------------------------------------
@@ -451,7 +454,17 @@ def crd_yaml() -> str:
     return header + yaml.safe_dump(crd(), sort_keys=False, width=100)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Print the CRD; ``--write`` updates crds/ and manifests/crd.yaml in the repository."""
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--write"]:
+        from pathlib import Path
+
+        repo = Path(__file__).resolve().parents[2]
+        text = crd_yaml()
+        (repo / "crds" / f"{CRD_NAME}.yaml").write_text(text)
+        (repo / "manifests" / "crd.yaml").write_text(text)
+        return
     sys.stdout.write(crd_yaml())
 
 

@@ -1,0 +1,121 @@
+"""Thin kopf handlers: every event only triggers :class:`Reconciler` (level-based).
+
+No handler adds a finalizer or writes kopf state into the objects: deleting a
+RouterConfig never waits for the operator, and its children go with the garbage collector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from event_router.operator.crd import GROUP, PLURAL, VERSION
+from event_router.operator.reconciler import Reconciler
+from event_router.operator.resources import LABEL_RC, MANAGED_BY
+
+log = logging.getLogger(__name__)
+
+#: Addressables the operator watches to re-resolve sinks at once (others: the resync loop)
+WATCHED_TARGETS = [
+    ("eventing.knative.dev", "v1", "brokers", "Broker"),
+    ("serving.knative.dev", "v1", "services", "Service"),
+    ("messaging.knative.dev", "v1", "channels", "Channel"),
+]
+
+
+def _reconciler(memo: Any) -> Reconciler | None:
+    rec: Reconciler | None = getattr(memo, "reconciler", None)
+    return rec
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.persistence.finalizer = f"{GROUP}/operator"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    if memo.get("peering_name"):
+        settings.peering.name = memo["peering_name"]
+    build = memo["build_reconciler"]
+    memo.reconciler = build()
+    memo.resync_task = asyncio.create_task(_resync(memo))
+
+
+async def _resync(memo: Any) -> None:
+    interval = float(memo.get("resync_seconds", 30.0))
+    while True:
+        await asyncio.sleep(interval)
+        rec = _reconciler(memo)
+        if rec is not None:
+            rec.resync()
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: Any, **_: Any) -> None:
+    task = memo.get("resync_task")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+    rec = _reconciler(memo)
+    if rec is not None:
+        await rec.close()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def routerconfig_event(
+    type: str, name: str, namespace: str | None, memo: Any, **_: Any
+) -> None:
+    rec = _reconciler(memo)
+    if rec is None or namespace is None:
+        return
+    if type == "DELETED":
+        await rec.forget((namespace, name))
+    else:
+        rec.trigger((namespace, name))
+
+
+@kopf.on.event("", "v1", "secrets")
+async def secret_event(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    rec = _reconciler(memo)
+    if rec is not None and namespace is not None:
+        rec.secret_changed(namespace, name)
+
+
+@kopf.on.event("", "v1", "services")
+async def service_event(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    rec = _reconciler(memo)
+    if rec is not None and namespace is not None:
+        rec.target_changed("v1", "Service", namespace, name)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
+async def deployment_event(
+    labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
+) -> None:
+    rec = _reconciler(memo)
+    owner = labels.get(LABEL_RC) if labels else None
+    if rec is not None and owner and namespace and (namespace, owner) in rec.known:
+        rec.trigger((namespace, owner))
+
+
+def _target_handler(group: str, version: str, kind: str) -> Any:
+    async def handler(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+        rec = _reconciler(memo)
+        if rec is not None and namespace is not None:
+            rec.target_changed(f"{group}/{version}", kind, namespace, name)
+
+    handler.__name__ = f"{kind.lower()}_{group.split('.')[0]}_event"
+    return handler
+
+
+for _group, _version, _plural, _kind in WATCHED_TARGETS:
+    kopf.on.event(_group, _version, _plural, id=f"{_plural}.{_group}")(
+        _target_handler(_group, _version, _kind)
+    )

@@ -1,0 +1,181 @@
+"""``event-router-operator``: the kopf operator for RouterConfig resources."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import kopf
+import kubernetes.client
+import kubernetes.config
+
+from event_router.operator.kube import Kube
+from event_router.operator.resources import DEFAULT_IMAGE, RuntimeOptions
+
+log = logging.getLogger("event_router.operator")
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="event-router-operator",
+        description="Reconcile RouterConfig resources (event-router.vmware.com/v1alpha1) into "
+        "running event routers.",
+    )
+    p.add_argument(
+        "--runtime",
+        choices=["deployment", "inprocess"],
+        default=_env("EVENT_ROUTER_OPERATOR_RUNTIME", "deployment"),
+        help="deployment: one Deployment per RouterConfig (default); inprocess: run each "
+        "router as a task inside the operator (laptop, one-node, demo)",
+    )
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable)"
+    )
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    p.add_argument(
+        "--standalone",
+        action="store_true",
+        help="no peering: act even if another operator replica is running",
+    )
+    p.add_argument(
+        "--peering",
+        default=_env("EVENT_ROUTER_OPERATOR_PEERING", "event-router"),
+        help="kopf peering object shared by the replicas (default: event-router)",
+    )
+    p.add_argument(
+        "--priority",
+        type=int,
+        default=int(_env("EVENT_ROUTER_OPERATOR_PRIORITY", "0")),
+        help="peering priority: the highest acts, the others wait",
+    )
+    p.add_argument(
+        "--router-image",
+        default=_env("EVENT_ROUTER_IMAGE", DEFAULT_IMAGE),
+        help="image of the router pods (runtime deployment)",
+    )
+    p.add_argument(
+        "--image-pull-policy", default="IfNotPresent", choices=["Always", "IfNotPresent", "Never"]
+    )
+    p.add_argument("--cluster-domain", default=_env("EVENT_ROUTER_CLUSTER_DOMAIN", "cluster.local"))
+    p.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=30.0,
+        help="re-check every RouterConfig this often (Secrets, sinks, routers)",
+    )
+    p.add_argument(
+        "--liveness",
+        default=None,
+        metavar="URL",
+        help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz",
+    )
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--version", action="store_true")
+    args = p.parse_args(argv)
+    if args.resync_seconds <= 0:
+        p.error(f"--resync-seconds: must be > 0 (got {args.resync_seconds})")
+    return args
+
+
+def kube_client() -> kubernetes.client.ApiClient:
+    cfg = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=cfg)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(client_configuration=cfg)
+    cfg.connection_pool_maxsize = 32
+    return kubernetes.client.ApiClient(cfg)
+
+
+def make_builder(args: argparse.Namespace) -> Any:
+    def build() -> Any:
+        from event_router.operator.reconciler import Reconciler
+        from event_router.operator.runtimes import DeploymentRuntime, InprocessRuntime
+        from event_router.operator.sinks import Resolver
+
+        api = kube_client()
+        kube = Kube(api)
+        resolver = Resolver(api, args.cluster_domain)
+        holder: dict[str, Reconciler] = {}
+
+        def notify(key: tuple[str, str]) -> None:
+            rec = holder.get("rec")
+            if rec is not None:
+                rec.trigger(key)
+
+        runtime: Any
+        if args.runtime == "inprocess":
+            runtime = InprocessRuntime(kube, notify)
+        else:
+            options = RuntimeOptions(
+                image=args.router_image,
+                image_pull_policy=args.image_pull_policy,
+                cluster_domain=args.cluster_domain,
+                log_level="debug" if args.log_level == "debug" else "info",
+            )
+            runtime = DeploymentRuntime(kube, options)
+        rec = Reconciler(kube, resolver, runtime, retry_seconds=min(10.0, args.resync_seconds))
+        holder["rec"] = rec
+        log.info("runtime %s, resync every %.0f s", args.runtime, args.resync_seconds)
+        return rec
+
+    return build
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.version:
+        from importlib.metadata import version
+
+        print(f"event-router-operator {version('event-router')}")
+        return 0
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    if args.log_level != "debug":
+        for noisy in ("kopf", "aiohttp.access", "urllib3", "kubernetes"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger("kopf.activities.startup").setLevel(logging.INFO)
+    import event_router.operator.handlers  # noqa: F401 - registers the handlers
+
+    clusterwide = args.all_namespaces or not args.namespace
+    memo = kopf.Memo(
+        build_reconciler=make_builder(args),
+        resync_seconds=args.resync_seconds,
+        peering_name=None if args.standalone else args.peering,
+    )
+    log.info(
+        "event-router-operator: watching %s, %s",
+        "all namespaces" if clusterwide else ", ".join(args.namespace),
+        "standalone" if args.standalone else f"peering {args.peering!r} priority {args.priority}",
+    )
+    try:
+        asyncio.run(
+            kopf.operator(
+                standalone=args.standalone,
+                priority=args.priority,
+                peering_name=None if args.standalone else args.peering,
+                namespaces=[] if clusterwide else args.namespace,
+                clusterwide=clusterwide,
+                memo=memo,
+                liveness_endpoint=args.liveness,
+            )
+        )
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

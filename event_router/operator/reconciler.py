@@ -1,0 +1,355 @@
+"""Level-based reconciliation of one RouterConfig: read it and what it references, render
+the router config, hand it to the runtime, write ``status`` (only when it changed) and
+Events on transitions.
+
+Triggers (kopf events of RouterConfigs, Secrets, sink targets, router Deployments, the
+resync loop, the in-process routers) only call :meth:`Reconciler.trigger`; concurrent
+triggers of one RouterConfig coalesce into one pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections import defaultdict
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from event_router.config.loader import ConfigError, parse_config
+from event_router.operator import resources
+from event_router.operator.crd import GROUP, KIND, VERSION, RouterConfigSpec
+from event_router.operator.kube import Kube
+from event_router.operator.resources import Owner
+from event_router.operator.runtimes import Key, Runtime, RuntimeState
+from event_router.operator.secrets import CredentialsError, decode
+from event_router.operator.sinks import Resolver, SinkError, Target, uri_string
+
+log = logging.getLogger(__name__)
+
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(type_: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
+    return {
+        "type": type_,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message,
+    }
+
+
+def merge_conditions(
+    old: list[dict[str, Any]], new: list[dict[str, Any]], generation: int
+) -> list[dict[str, Any]]:
+    """New conditions, keeping ``lastTransitionTime`` of those whose status did not flip."""
+    before = {c.get("type"): c for c in old or []}
+    out = []
+    for c in new:
+        prev = before.get(c["type"])
+        stamp = (
+            prev.get("lastTransitionTime") if prev and prev.get("status") == c["status"] else None
+        )
+        out.append({**c, "lastTransitionTime": stamp or _now(), "observedGeneration": generation})
+    return out
+
+
+def _sink_display(spec: RouterConfigSpec) -> str | None:
+    p = spec.eventProcessor
+    if p.type == "openfaas" and p.openfaas is not None:
+        return p.openfaas.address
+    if p.type == "aws_event_bridge" and p.awsEventBridge is not None:
+        eb = p.awsEventBridge
+        return f"eventbridge://{eb.region}/{eb.eventBus}"
+    return None
+
+
+class Reconciler:
+    def __init__(
+        self,
+        kube: Kube,
+        resolver: Resolver,
+        runtime: Runtime,
+        *,
+        concurrency: int = 16,
+        retry_seconds: float = 10.0,
+    ) -> None:
+        self.kube = kube
+        self.resolver = resolver
+        self.runtime = runtime
+        self.retry_seconds = retry_seconds
+        self.known: set[Key] = set()
+        #: (namespace, secret name) -> RouterConfigs using it
+        self.by_secret: dict[tuple[str, str], set[Key]] = defaultdict(set)
+        #: sink target -> RouterConfigs sending to it
+        self.by_target: dict[Target, set[Key]] = defaultdict(set)
+        self._deps: dict[Key, tuple[set[tuple[str, str]], Target | None]] = {}
+        self._locks: dict[Key, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._queued: set[Key] = set()
+        self._sem = asyncio.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self.passes = 0
+
+    # --- triggers ---------------------------------------------------------------------------
+
+    def trigger(self, key: Key, delay: float = 0.0) -> None:
+        """Reconcile ``key`` soon; triggers while one is queued coalesce."""
+        if self._closing or key in self._queued:
+            return
+        self._queued.add(key)
+        task = asyncio.get_running_loop().create_task(self._run(key, delay))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def secret_changed(self, namespace: str, name: str) -> None:
+        for key in list(self.by_secret.get((namespace, name), ())):
+            self.trigger(key)
+
+    def target_changed(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        target = Target(api_version, kind, name, namespace)
+        for key in list(self.by_target.get(target, ())):
+            self.trigger(key)
+
+    def resync(self) -> None:
+        for key in list(self.known):
+            self.trigger(key)
+
+    async def _run(self, key: Key, delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        async with self._sem, self._locks[key]:
+            self._queued.discard(key)
+            try:
+                await self.reconcile(*key)
+            except Exception as e:
+                log.warning(
+                    "%s/%s: reconcile failed: %s; retrying in %.0f s", *key, e, self.retry_seconds
+                )
+                self._queued.discard(key)
+                self.trigger(key, self.retry_seconds)
+
+    async def forget(self, key: Key) -> None:
+        self.known.discard(key)
+        self._index(key, set(), None)
+        await self.runtime.remove(key)
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.runtime.close()
+
+    def _index(self, key: Key, secrets: set[tuple[str, str]], target: Target | None) -> None:
+        old_secrets, old_target = self._deps.pop(key, (set(), None))
+        for s in old_secrets:
+            self.by_secret[s].discard(key)
+            if not self.by_secret[s]:
+                del self.by_secret[s]
+        if old_target is not None:
+            self.by_target[old_target].discard(key)
+            if not self.by_target[old_target]:
+                del self.by_target[old_target]
+        if secrets or target is not None:
+            self._deps[key] = (secrets, target)
+            for s in secrets:
+                self.by_secret[s].add(key)
+            if target is not None:
+                self.by_target[target].add(key)
+
+    # --- one pass -----------------------------------------------------------------------------
+
+    async def reconcile(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        self.passes += 1
+        body = await asyncio.to_thread(self.kube.get, API_VERSION, KIND, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            await self.forget(key)
+            return
+        self.known.add(key)
+        generation = int(body["metadata"].get("generation", 0))
+        old_status = body.get("status") or {}
+        status: dict[str, Any] = {
+            "observedGeneration": generation,
+            "runtime": self.runtime.name,
+            "sinkUri": None,
+            "source": None,
+        }
+        conditions: list[dict[str, Any]] = []
+        try:
+            spec = RouterConfigSpec.model_validate(body.get("spec") or {})
+        except ValidationError as e:
+            msg = "; ".join(
+                f"spec.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+            )
+            conditions.append(condition("Ready", False, "InvalidSpec", msg))
+            await self._write_status(body, old_status, status, conditions)
+            return
+        status["source"] = resources.source_address(spec)
+
+        # credentials
+        secret_names = resources.referenced_secrets(spec)
+        secrets: dict[str, dict[str, str] | None] = {}
+        versions: dict[str, str] = {}
+        for sname in secret_names:
+            obj = await asyncio.to_thread(self.kube.get, "v1", "Secret", namespace, sname)
+            secrets[sname] = decode(obj.get("data")) if obj is not None else None
+            if obj is not None:
+                versions[sname] = str(obj["metadata"].get("resourceVersion", ""))
+
+        # sink
+        sink_uri: str | None = _sink_display(spec)
+        target: Target | None = None
+        sink_ok, sink_reason, sink_msg = (
+            True,
+            "NoSinkNeeded",
+            f"{spec.eventProcessor.type} delivers itself",
+        )
+        knative = spec.eventProcessor.knative
+        if spec.eventProcessor.type == "knative" and knative is not None:
+            dest = knative.destination.model_dump(by_alias=True, exclude_none=True, mode="json")
+            if dest.get("ref"):
+                target = self.resolver.target(dest["ref"], namespace)
+            try:
+                sink_uri, target = await asyncio.to_thread(self.resolver.resolve, dest, namespace)
+                sink_ok, sink_reason = True, "Resolved"
+                sink_msg = f"{target.describe()} -> {sink_uri}" if target else f"uri {sink_uri}"
+            except SinkError as e:
+                sink_uri = None
+                sink_ok, sink_reason, sink_msg = False, e.reason, e.message
+            if not sink_ok and dest.get("uri"):
+                sink_uri = uri_string(dest["uri"])
+        self._index(key, {(namespace, s) for s in secret_names}, target)
+        status["sinkUri"] = sink_uri
+        conditions.append(condition("SinkResolved", sink_ok, sink_reason, sink_msg))
+
+        rendered: dict[str, Any] | None = None
+        cred_ok, cred_reason, cred_msg = (
+            True,
+            "SecretsFound",
+            (
+                f"Secret(s) {', '.join(secret_names)} have the needed keys"
+                if secret_names
+                else "no credentials needed"
+            ),
+        )
+        try:
+            rendered = resources.render_config(
+                name,
+                namespace,
+                spec,
+                secrets,
+                sink_uri if sink_ok else "http://unresolved.invalid",
+                runtime=self.runtime.name,
+            )
+        except CredentialsError as e:
+            cred_ok, cred_reason, cred_msg = False, e.reason, e.message
+        conditions.append(condition("CredentialsReady", cred_ok, cred_reason, cred_msg))
+
+        runtime_state: RuntimeState | None = None
+        ready_reason, ready_msg = "", ""
+        if not cred_ok:
+            ready_reason, ready_msg = cred_reason, cred_msg
+        elif not sink_ok:
+            ready_reason, ready_msg = sink_reason, sink_msg
+        else:
+            assert rendered is not None
+            try:
+                config = parse_config(rendered)
+            except ConfigError as e:
+                ready_reason, ready_msg = "InvalidConfig", "; ".join(e.errors)
+            else:
+                owner = Owner(name=name, namespace=namespace, uid=body["metadata"]["uid"])
+                hash_ = resources.config_hash(spec, sink_uri, versions)
+                status["configHash"] = hash_
+                runtime_state = await self.runtime.apply(owner, rendered, config, hash_)
+        if runtime_state is None:
+            prev = next(
+                (c for c in old_status.get("conditions") or [] if c.get("type") == "Deployed"), None
+            )
+            if prev is not None and prev.get("status") == "True":
+                conditions.append(
+                    condition(
+                        "Deployed",
+                        True,
+                        prev.get("reason", "Deployed"),
+                        "the last good config keeps running",
+                    )
+                )
+            else:
+                conditions.append(
+                    condition("Deployed", False, "Waiting", f"waiting for: {ready_reason}")
+                )
+            if old_status.get("configHash"):
+                status["configHash"] = old_status["configHash"]
+            conditions.append(condition("Ready", False, ready_reason, ready_msg))
+        else:
+            deployed_reason = "Deployed" if self.runtime.name == "deployment" else "Started"
+            deployed_msg = (
+                f"Deployment {namespace}/{resources.router_name(name)}"
+                if self.runtime.name == "deployment"
+                else "router task in the operator process"
+            )
+            if not runtime_state.deployed:
+                deployed_reason, deployed_msg = runtime_state.reason, runtime_state.message
+            conditions.append(
+                condition("Deployed", runtime_state.deployed, deployed_reason, deployed_msg)
+            )
+            conditions.append(
+                condition("Ready", runtime_state.ready, runtime_state.reason, runtime_state.message)
+            )
+        await self._write_status(body, old_status, status, conditions)
+
+    async def _write_status(
+        self,
+        body: dict[str, Any],
+        old: dict[str, Any],
+        status: dict[str, Any],
+        conditions: list[dict[str, Any]],
+    ) -> None:
+        meta = body["metadata"]
+        generation = int(meta.get("generation", 0))
+        order = {"Ready": 0, "SinkResolved": 1, "CredentialsReady": 2, "Deployed": 3}
+        conditions.sort(key=lambda c: order.get(c["type"], 9))
+        status = {
+            **status,
+            "conditions": merge_conditions(old.get("conditions") or [], conditions, generation),
+        }
+        comparable_old = {k: v for k, v in old.items() if k in status}
+        comparable_new = {k: v for k, v in status.items() if v is not None}
+        if comparable_old == comparable_new:
+            return
+        # null removes a key in a merge patch
+        await asyncio.to_thread(self.kube.patch_status, meta["namespace"], meta["name"], status)
+        old_ready = next((c for c in old.get("conditions") or [] if c.get("type") == "Ready"), None)
+        new_ready = status["conditions"][0]
+        if old_ready is None or (old_ready.get("status"), old_ready.get("reason")) != (
+            new_ready["status"],
+            new_ready["reason"],
+        ):
+            ok = new_ready["status"] == "True"
+            try:
+                await asyncio.to_thread(
+                    self.kube.event,
+                    body,
+                    type_="Normal" if ok or new_ready["reason"] == "RouterStarting" else "Warning",
+                    reason=new_ready["reason"],
+                    message=new_ready["message"],
+                )
+            except ApiException as e:
+                log.debug("could not post an Event: %s", e.reason)
+        log.info(
+            "%s/%s: Ready=%s %s: %s",
+            meta["namespace"],
+            meta["name"],
+            new_ready["status"],
+            new_ready["reason"],
+            new_ready["message"],
+        )

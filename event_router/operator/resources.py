@@ -1,0 +1,381 @@
+"""Pure builders: the router config rendered from a RouterConfig, and the child objects of
+the ``deployment`` runtime (config Secret, ServiceAccount, Role, RoleBinding, Deployment,
+webhook Service, checkpoint ConfigMap).
+
+Everything here is a function of its arguments (plain dicts in, plain dicts out), so the
+tests call it directly and the runtimes only apply what it returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from event_router.config.models import parse_bind_address
+from event_router.operator.crd import GROUP, KIND, VERSION, RouterConfigSpec
+from event_router.operator.secrets import inline_credentials, secret_uses
+
+MANAGED_BY = "event-router-operator"
+LABEL_RC = f"{GROUP}/routerconfig"
+HASH_ANNOTATION = f"{GROUP}/config-hash"
+CONFIG_KEY = "config.yaml"
+CONFIG_DIR = "/etc/event-router"
+DEFAULT_METRICS_PORT = 8082
+DEFAULT_IMAGE = "ghcr.io/vmware-samples/event-router:0.1.0"
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Operator-wide settings for the children it builds."""
+
+    image: str = DEFAULT_IMAGE
+    image_pull_policy: str = "IfNotPresent"
+    cluster_domain: str = "cluster.local"
+    requests: dict[str, str] = field(default_factory=lambda: {"cpu": "50m", "memory": "64Mi"})
+    limits: dict[str, str] = field(default_factory=lambda: {"cpu": "500m", "memory": "256Mi"})
+    log_level: str = "info"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The RouterConfig that owns the children."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def _short(name: str, suffix: str, limit: int = 63) -> str:
+    """``<name>-<suffix>`` within ``limit`` characters (hash-shortened when longer)."""
+    full = f"{name}-{suffix}"
+    if len(full) <= limit:
+        return full
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    keep = limit - len(suffix) - len(digest) - 2
+    return f"{name[:keep].rstrip('-')}-{digest}-{suffix}"
+
+
+def router_name(rc: str) -> str:
+    """Deployment, ServiceAccount, Role, RoleBinding and Service name (pod names add ~17)."""
+    return _short(rc, "router", 46)
+
+
+def config_secret_name(rc: str) -> str:
+    return _short(rc, "router-config", 253)
+
+
+def checkpoint_configmap_name(rc: str) -> str:
+    return _short(rc, "checkpoints", 253)
+
+
+def labels(rc: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "event-router",
+        "app.kubernetes.io/instance": rc[:63].rstrip("-_."),
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        LABEL_RC: rc[:63].rstrip("-_."),
+    }
+
+
+def selector(rc: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "event-router", LABEL_RC: rc[:63].rstrip("-_.")}
+
+
+def _meta(owner: Owner, name: str, *, owned: bool = True) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": labels(owner.name),
+    }
+    if owned:
+        meta["ownerReferences"] = [owner.reference()]
+    return meta
+
+
+# --- the rendered router config -----------------------------------------------------------
+
+
+def source_address(spec: RouterConfigSpec) -> str:
+    """Where events come from, for ``status.source`` (no credentials)."""
+    p = spec.eventProvider
+    block = getattr(p, p.type)
+    if p.type == "webhook":
+        return f"{block.bindAddress}{block.path}"
+    return str(block.address)
+
+
+def render_config(
+    name: str,
+    namespace: str,
+    spec: RouterConfigSpec,
+    secrets: dict[str, dict[str, str] | None],
+    sink_uri: str | None,
+    *,
+    runtime: str,
+) -> dict[str, Any]:
+    """The router's own config file (the original's shape) for one RouterConfig: inline
+    credentials from the Secrets, ``destination.uri`` set to the resolved sink.
+
+    ``runtime="deployment"`` always configures the metrics server on 0.0.0.0 (probes);
+    ``runtime="inprocess"`` leaves it out (many routers share one process).
+    Raises :class:`~event_router.operator.secrets.CredentialsError`.
+    """
+    data = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    data = inline_credentials(data, namespace, secrets)
+    processor = data["eventProcessor"]
+    if processor["type"] == "knative":
+        if sink_uri is None:
+            raise ValueError("render_config: knative needs the resolved sink URI")
+        processor["knative"]["destination"] = {"uri": sink_uri}
+    if runtime == "deployment":
+        metrics = data.get("metricsProvider") or {
+            "type": "default",
+            "name": "metrics",
+            "default": {"bindAddress": f"0.0.0.0:{DEFAULT_METRICS_PORT}"},
+        }
+        _, port = parse_bind_address(metrics["default"]["bindAddress"])
+        metrics["default"]["bindAddress"] = f"0.0.0.0:{port}"
+        data["metricsProvider"] = metrics
+    else:
+        data.pop("metricsProvider", None)
+    rendered: dict[str, Any] = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "metadata": {"name": name, "labels": {"namespace": namespace}},
+    }
+    rendered.update(data)
+    return rendered
+
+
+def metrics_port(rendered: dict[str, Any]) -> int:
+    metrics = rendered.get("metricsProvider")
+    if not metrics:
+        return DEFAULT_METRICS_PORT
+    return parse_bind_address(metrics["default"]["bindAddress"])[1]
+
+
+def config_hash(
+    spec: RouterConfigSpec, sink_uri: str | None, secret_versions: dict[str, str]
+) -> str:
+    """A short hash that changes when the rendered config would: the spec, the sink and
+    the resourceVersions of the referenced Secrets (not their contents, so the hash in a
+    pod annotation reveals nothing about a password)."""
+    doc = {
+        "spec": spec.model_dump(by_alias=True, mode="json"),
+        "sink": sink_uri,
+        "secrets": dict(sorted(secret_versions.items())),
+    }
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def referenced_secrets(spec: RouterConfigSpec) -> list[str]:
+    data = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return sorted({u.secret for u in secret_uses(data)})
+
+
+# --- children of the deployment runtime ----------------------------------------------------
+
+
+def config_secret(owner: Owner, rendered: dict[str, Any]) -> dict[str, Any]:
+    text = yaml.safe_dump(rendered, sort_keys=False)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(owner, config_secret_name(owner.name)),
+        "type": "Opaque",
+        "stringData": {CONFIG_KEY: text},
+    }
+
+
+def service_account(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _meta(owner, router_name(owner.name)),
+    }
+
+
+def role(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _meta(owner, router_name(owner.name)),
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": [checkpoint_configmap_name(owner.name)],
+                "verbs": ["get", "update", "patch"],
+            }
+        ],
+    }
+
+
+def role_binding(owner: Owner) -> dict[str, Any]:
+    name = router_name(owner.name)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _meta(owner, name),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}],
+    }
+
+
+def checkpoint_configmap(owner: Owner) -> dict[str, Any]:
+    """Created empty by the operator (the router's Role cannot create). Deliberately NOT
+    owned by the RouterConfig: deleting and re-creating a RouterConfig resumes from its
+    checkpoint instead of losing it (remove it with
+    ``kubectl delete configmap -l event-router.vmware.com/routerconfig=<name>``)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(owner, checkpoint_configmap_name(owner.name), owned=False),
+        "data": {},
+    }
+
+
+def container_command(
+    config_path: str = f"{CONFIG_DIR}/{CONFIG_KEY}", log_level: str = "info"
+) -> list[str]:
+    return ["event-router", "-config", config_path, "-log-json", "-log-level", log_level]
+
+
+def deployment(
+    owner: Owner, rendered: dict[str, Any], hash_: str, options: RuntimeOptions
+) -> dict[str, Any]:
+    name = router_name(owner.name)
+    port = metrics_port(rendered)
+    pod_labels = labels(owner.name)
+    ports = [{"name": "metrics", "containerPort": port, "protocol": "TCP"}]
+    if rendered["eventProvider"]["type"] == "webhook":
+        _, hook_port = parse_bind_address(rendered["eventProvider"]["webhook"]["bindAddress"])
+        ports.append({"name": "webhook", "containerPort": hook_port, "protocol": "TCP"})
+
+    def probe(path: str, period: int, failures: int) -> dict[str, Any]:
+        return {
+            "httpGet": {"path": path, "port": "metrics"},
+            "periodSeconds": period,
+            "timeoutSeconds": 3,
+            "failureThreshold": failures,
+        }
+
+    container = {
+        "name": "router",
+        "image": options.image,
+        "imagePullPolicy": options.image_pull_policy,
+        "command": container_command(log_level=options.log_level),
+        "env": [
+            {
+                "name": "EVENT_ROUTER_CHECKPOINT_CONFIGMAP",
+                "value": checkpoint_configmap_name(owner.name),
+            },
+            {
+                "name": "EVENT_ROUTER_NAMESPACE",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+            },
+        ],
+        "ports": ports,
+        "startupProbe": probe("/healthz", 2, 30),
+        "livenessProbe": probe("/healthz", 10, 3),
+        "readinessProbe": probe("/readyz", 5, 2),
+        "resources": {"requests": dict(options.requests), "limits": dict(options.limits)},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(owner, name),
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": selector(owner.name)},
+            "template": {
+                "metadata": {
+                    "labels": pod_labels,
+                    "annotations": {HASH_ANNOTATION: hash_},
+                },
+                "spec": {
+                    "serviceAccountName": name,
+                    "automountServiceAccountToken": True,
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": 30,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 65532,
+                        "runAsGroup": 65532,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": [
+                        {
+                            "name": "config",
+                            "secret": {
+                                "secretName": config_secret_name(owner.name),
+                                "defaultMode": 0o440,
+                            },
+                        },
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def webhook_service(owner: Owner, rendered: dict[str, Any]) -> dict[str, Any] | None:
+    """A ClusterIP Service in front of the webhook provider (None for other providers)."""
+    if rendered["eventProvider"]["type"] != "webhook":
+        return None
+    _, port = parse_bind_address(rendered["eventProvider"]["webhook"]["bindAddress"])
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(owner, router_name(owner.name)),
+        "spec": {
+            "selector": selector(owner.name),
+            "ports": [{"name": "webhook", "port": port, "targetPort": "webhook"}],
+        },
+    }
+
+
+def children(
+    owner: Owner, rendered: dict[str, Any], hash_: str, options: RuntimeOptions
+) -> list[dict[str, Any]]:
+    """Every owned child of the deployment runtime, in apply order."""
+    out = [
+        config_secret(owner, rendered),
+        service_account(owner),
+        role(owner),
+        role_binding(owner),
+        deployment(owner, rendered, hash_, options),
+    ]
+    svc = webhook_service(owner, rendered)
+    if svc is not None:
+        out.append(svc)
+    return out

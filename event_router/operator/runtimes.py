@@ -1,0 +1,273 @@
+"""Where a RouterConfig's router runs.
+
+* :class:`DeploymentRuntime` (default in a cluster): owned children per RouterConfig, a
+  config Secret, ServiceAccount/Role/RoleBinding limited to its checkpoint ConfigMap and a
+  Deployment that rolls when the config hash changes.
+* :class:`InprocessRuntime` (``--runtime inprocess``): one asyncio task per RouterConfig
+  running :class:`event_router.router.Router` inside the operator, checkpoints in the same
+  ConfigMap.
+
+Both answer ``apply()`` with a :class:`RuntimeState` the reconciler turns into the
+``Deployed`` condition and the runtime part of ``Ready``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from event_router.config.models import RouterConfig
+from event_router.operator import resources
+from event_router.operator.kube import Kube
+from event_router.operator.resources import Owner, RuntimeOptions
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+@dataclass(frozen=True)
+class RuntimeState:
+    deployed: bool
+    ready: bool
+    reason: str
+    message: str
+
+
+class Runtime(Protocol):
+    name: str
+
+    async def apply(
+        self, owner: Owner, rendered: dict[str, Any], config: RouterConfig, hash_: str
+    ) -> RuntimeState: ...
+
+    async def remove(self, key: Key) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+# --- deployment -------------------------------------------------------------------------------
+
+
+def deployment_state(
+    dep: dict[str, Any] | None, hash_: str, namespace: str, name: str
+) -> RuntimeState:
+    """Ready when the Deployment rolled out the current config hash and has an available pod."""
+    where = f"Deployment {namespace}/{name}"
+    if dep is None:
+        return RuntimeState(False, False, "DeploymentMissing", f"{where} does not exist")
+    annotations = (
+        dep.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations") or {}
+    )
+    if annotations.get(resources.HASH_ANNOTATION) != hash_:
+        return RuntimeState(True, False, "RouterStarting", f"{where} is rolling out a new config")
+    status = dep.get("status") or {}
+    generation = dep.get("metadata", {}).get("generation", 0)
+    observed = status.get("observedGeneration", 0)
+    updated = status.get("updatedReplicas", 0) or 0
+    available = status.get("availableReplicas", 0) or 0
+    if observed >= generation and updated >= 1 and available >= 1:
+        return RuntimeState(True, True, "RouterRunning", f"{where}: 1/1 router pod available")
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            return RuntimeState(True, False, "RouterFailed", f"{where}: {cond.get('message')}")
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            return RuntimeState(True, False, "RouterFailed", f"{where}: {cond.get('message')}")
+    return RuntimeState(
+        True,
+        False,
+        "RouterStarting",
+        f"{where}: {available}/1 router pod available (updated: {updated}); "
+        "see `kubectl describe pod -l app.kubernetes.io/instance=...` if it stays so",
+    )
+
+
+class DeploymentRuntime:
+    name = "deployment"
+
+    def __init__(self, kube: Kube, options: RuntimeOptions) -> None:
+        self.kube = kube
+        self.options = options
+        #: last applied children digest per RouterConfig (skips no-op applies)
+        self._applied: dict[Key, str] = {}
+
+    async def apply(
+        self, owner: Owner, rendered: dict[str, Any], config: RouterConfig, hash_: str
+    ) -> RuntimeState:
+        key = (owner.namespace, owner.name)
+        name = resources.router_name(owner.name)
+        digest = f"{owner.uid}/{hash_}/{self.options}"
+        if self._applied.get(key) == digest:
+            dep = await asyncio.to_thread(
+                self.kube.get, "apps/v1", "Deployment", owner.namespace, name
+            )
+            if dep is not None:
+                return deployment_state(dep, hash_, owner.namespace, name)
+        await asyncio.to_thread(self._apply_all, owner, rendered, hash_)
+        self._applied[key] = digest
+        dep = await asyncio.to_thread(self.kube.get, "apps/v1", "Deployment", owner.namespace, name)
+        return deployment_state(dep, hash_, owner.namespace, name)
+
+    def _apply_all(self, owner: Owner, rendered: dict[str, Any], hash_: str) -> None:
+        self.kube.create_if_absent(resources.checkpoint_configmap(owner))
+        for obj in resources.children(owner, rendered, hash_, self.options):
+            self.kube.apply(obj)
+        log.info(
+            "%s/%s: applied router children (config hash %s)", owner.namespace, owner.name, hash_
+        )
+
+    async def remove(self, key: Key) -> None:
+        # children carry ownerReferences: the garbage collector removes them
+        self._applied.pop(key, None)
+
+    async def close(self) -> None:
+        return None
+
+
+# --- in-process ---------------------------------------------------------------------------------
+
+
+class _RouterTask:
+    def __init__(self, hash_: str) -> None:
+        self.hash = hash_
+        self.task: asyncio.Task[None] | None = None
+        self.router: Any = None
+        self.reason = "RouterStarting"
+        self.message = "starting the router"
+        self.ready = False
+        self.stopping = False
+
+
+class InprocessRuntime:
+    """Each RouterConfig's router as an asyncio task in this process."""
+
+    name = "inprocess"
+
+    def __init__(
+        self,
+        kube: Kube,
+        notify: Callable[[Key], None],
+        *,
+        stop_timeout: float = 10.0,
+        max_backoff: float = 60.0,
+    ) -> None:
+        self.kube = kube
+        self.notify = notify
+        self.stop_timeout = stop_timeout
+        self.max_backoff = max_backoff
+        self.tasks: dict[Key, _RouterTask] = {}
+
+    def _state(self, rt: _RouterTask) -> RuntimeState:
+        return RuntimeState(True, rt.ready, rt.reason, rt.message)
+
+    async def apply(
+        self, owner: Owner, rendered: dict[str, Any], config: RouterConfig, hash_: str
+    ) -> RuntimeState:
+        key = (owner.namespace, owner.name)
+        current = self.tasks.get(key)
+        if current is not None and current.hash == hash_:
+            return self._state(current)
+        if current is not None:
+            log.info("%s/%s: config changed, restarting its router", *key)
+            await self._stop(current)
+        await asyncio.to_thread(self.kube.create_if_absent, resources.checkpoint_configmap(owner))
+        rt = _RouterTask(hash_)
+        rt.task = asyncio.create_task(self._run(key, rt, config), name=f"router-{key[0]}/{key[1]}")
+        self.tasks[key] = rt
+        return self._state(rt)
+
+    def _context(self, key: Key, config: RouterConfig) -> Any:
+        from event_router.checkpoints import ConfigMapStore
+        from event_router.core import RouterContext
+
+        namespace, name = key
+        cm = resources.checkpoint_configmap_name(name)
+        core = self.kube.core
+        return RouterContext(
+            config=config,
+            checkpoint_store_factory=lambda store_key: ConfigMapStore(
+                namespace, cm, store_key, api=core
+            ),
+            labels={"namespace": namespace, "routerconfig": name},
+        )
+
+    async def _run(self, key: Key, rt: _RouterTask, config: RouterConfig) -> None:
+        from event_router.router import Router
+
+        backoff = 1.0
+        while not rt.stopping:
+            router = None
+            try:
+                router = Router(self._context(key, config))
+                rt.router = router
+                await router.start()
+                rt.reason, rt.message = "RouterStarting", "router started; connecting the provider"
+                self.notify(key)
+                waiter = asyncio.create_task(router.wait())
+                while not waiter.done():
+                    await asyncio.wait({waiter}, timeout=0.5)
+                    ready = bool(router.ready)
+                    if ready != rt.ready:
+                        rt.ready = ready
+                        if ready:
+                            backoff = 1.0
+                            rt.reason = "RouterRunning"
+                            rt.message = (
+                                f"in-process router connected to {router.provider.address()}"
+                            )
+                        else:
+                            rt.reason, rt.message = (
+                                "RouterNotReady",
+                                "the provider lost its connection; retrying",
+                            )
+                        self.notify(key)
+                await waiter  # raises the provider's error
+                if rt.stopping:
+                    return
+                raise RuntimeError("the provider stopped")
+            except asyncio.CancelledError:
+                if router is not None:
+                    with contextlib.suppress(Exception):
+                        await router.stop(self.stop_timeout)
+                raise
+            except Exception as e:  # a failed router is reported and retried
+                if rt.stopping:
+                    return
+                log.warning("%s/%s: router failed: %s (retrying in %.0f s)", *key, e, backoff)
+                rt.ready = False
+                rt.reason = "RouterFailed"
+                rt.message = f"{type(e).__name__}: {e} (retrying in {backoff:.0f} s)"
+                self.notify(key)
+                if router is not None:
+                    with contextlib.suppress(Exception):
+                        await router.stop(1.0)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+
+    async def _stop(self, rt: _RouterTask) -> None:
+        rt.stopping = True
+        router = rt.router
+        if router is not None:
+            try:
+                await router.stop(self.stop_timeout)  # final checkpoint
+            except Exception:
+                log.exception("stopping a router failed")
+        if rt.task is not None:
+            rt.task.cancel()
+            with contextlib.suppress(BaseException):
+                await rt.task
+
+    async def remove(self, key: Key) -> None:
+        rt = self.tasks.pop(key, None)
+        if rt is not None:
+            log.info("%s/%s: RouterConfig deleted, stopping its router", *key)
+            await self._stop(rt)
+
+    async def close(self) -> None:
+        tasks = list(self.tasks.values())
+        self.tasks.clear()
+        await asyncio.gather(*(self._stop(rt) for rt in tasks), return_exceptions=True)

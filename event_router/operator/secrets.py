@@ -1,0 +1,131 @@
+"""Credentials by reference: which Secrets a RouterConfig needs and how they become the
+router's inline ``auth`` blocks.
+
+Pure functions; the operator fetches the Secrets and hands their decoded ``data`` in.
+Messages name the Secret, the key and the field that needs it, never a value.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+#: the Secret keys each auth type needs, and the router's sub-object they fill
+AUTH_KEYS: dict[str, tuple[str | None, tuple[str, ...]]] = {
+    "basic_auth": ("basicAuth", ("username", "password")),
+    "active_directory": ("activeDirectoryAuth", ("domain", "username", "password")),
+    "aws_access_key": ("awsAccessKeyAuth", ("accessKey", "secretKey")),
+    "aws_iam_role": (None, ()),
+}
+
+
+@dataclass(frozen=True)
+class SecretUse:
+    """One ``auth`` of the spec that reads a Secret."""
+
+    field: str  #: e.g. ``eventProvider.vcenter.auth``
+    auth_type: str
+    secret: str  #: Secret name, same namespace
+
+
+class CredentialsError(Exception):
+    """A referenced Secret is missing or lacks a key; ``reason`` is the condition reason."""
+
+    def __init__(self, reason: str, message: str, secret: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.secret = secret
+
+
+def _walk(node: Any, path: str) -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            sub = f"{path}.{key}" if path else key
+            if key == "auth" and isinstance(value, dict):
+                found.append((sub, value))
+            else:
+                found.extend(_walk(value, sub))
+    return found
+
+
+def secret_uses(spec: dict[str, Any]) -> list[SecretUse]:
+    """Every ``auth`` in a (validated) spec dict that names a Secret, in document order."""
+    uses = []
+    for field, auth in _walk(spec, ""):
+        ref = auth.get("secretRef")
+        if isinstance(ref, dict) and ref.get("name"):
+            uses.append(SecretUse(field=field, auth_type=str(auth["type"]), secret=ref["name"]))
+    return uses
+
+
+def decode(secret_data: dict[str, str] | None) -> dict[str, str]:
+    """A Secret's base64 ``data`` as text (undecodable values are left out)."""
+    out: dict[str, str] = {}
+    for key, value in (secret_data or {}).items():
+        try:
+            out[key] = base64.b64decode(value, validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            continue
+    return out
+
+
+def auth_block(
+    use: SecretUse, namespace: str, secrets: dict[str, dict[str, str] | None]
+) -> dict[str, Any]:
+    """The router's inline auth for one use. ``secrets`` maps a Secret name to its decoded
+    data, or to None when the Secret does not exist."""
+    block, keys = AUTH_KEYS[use.auth_type]
+    data = secrets.get(use.secret)
+    if data is None:
+        raise CredentialsError(
+            "CredentialsMissing",
+            f"Secret {namespace}/{use.secret} (referenced by {use.field}.secretRef.name) "
+            f"not found; create it with keys {', '.join(keys)}",
+            use.secret,
+        )
+    missing = [k for k in keys if not data.get(k)]
+    if missing:
+        has = ", ".join(sorted(data)) or "none"
+        raise CredentialsError(
+            "CredentialsInvalid",
+            f"Secret {namespace}/{use.secret} (referenced by {use.field}.secretRef.name) "
+            f"lacks key(s) {', '.join(missing)} needed by auth type {use.auth_type} "
+            f"(needs: {', '.join(keys)}; has: {has})",
+            use.secret,
+        )
+    out: dict[str, Any] = {"type": use.auth_type}
+    if block is not None:
+        out[block] = {k: data[k] for k in keys}
+    return out
+
+
+def inline_credentials(
+    spec: dict[str, Any], namespace: str, secrets: dict[str, dict[str, str] | None]
+) -> dict[str, Any]:
+    """A deep copy of ``spec`` with every ``auth.secretRef`` replaced by the router's inline
+    block (``basicAuth``, ``activeDirectoryAuth``, ``awsAccessKeyAuth``)."""
+
+    def convert(node: Any, path: str) -> Any:
+        if isinstance(node, dict):
+            out: dict[str, Any] = {}
+            for key, value in node.items():
+                sub = f"{path}.{key}" if path else key
+                if key == "auth" and isinstance(value, dict):
+                    ref = value.get("secretRef")
+                    if isinstance(ref, dict):
+                        use = SecretUse(sub, str(value["type"]), str(ref.get("name")))
+                        out[key] = auth_block(use, namespace, secrets)
+                    else:
+                        out[key] = {"type": value["type"]}
+                else:
+                    out[key] = convert(value, sub)
+            return out
+        if isinstance(node, list):
+            return [convert(v, path) for v in node]
+        return node
+
+    result: dict[str, Any] = convert(spec, "")
+    return result

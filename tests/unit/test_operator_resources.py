@@ -1,0 +1,260 @@
+"""Pure builders of the operator: rendered router config, credentials, children, sinks,
+Deployment readiness."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+import yaml
+
+from event_router.config.loader import parse_config
+from event_router.operator import resources
+from event_router.operator.crd import RouterConfigSpec
+from event_router.operator.reconciler import merge_conditions
+from event_router.operator.runtimes import deployment_state
+from event_router.operator.secrets import CredentialsError, decode, secret_uses
+from event_router.operator.sinks import SinkError, Target, addressable_url, service_url, uri_string
+from tests.unit.test_operator_crd import base_spec
+
+OWNER = resources.Owner(name="vc-router", namespace="team-a", uid="1234-uid")
+CREDS = {"vc-creds": {"username": "administrator@vsphere.local", "password": "p@ss w0rd!"}}
+
+
+def spec(**over: Any) -> RouterConfigSpec:
+    data = base_spec()
+    data.update(over)
+    return RouterConfigSpec.model_validate(data)
+
+
+def render(runtime: str = "deployment", s: RouterConfigSpec | None = None) -> dict[str, Any]:
+    return resources.render_config(
+        "vc-router",
+        "team-a",
+        s or spec(),
+        CREDS,
+        "http://broker-ingress.knative/team-a/default",
+        runtime=runtime,
+    )
+
+
+def test_rendered_config_is_a_valid_router_config_with_inline_credentials() -> None:
+    rendered = render()
+    config = parse_config(rendered)
+    auth = config.eventProvider.vcenter.auth  # type: ignore[union-attr]
+    assert auth is not None and auth.basicAuth is not None
+    assert auth.basicAuth.username == "administrator@vsphere.local"
+    assert auth.basicAuth.password.get_secret_value() == "p@ss w0rd!"
+    dest = config.eventProcessor.knative.destination  # type: ignore[union-attr]
+    assert dest.uri_string() == "http://broker-ingress.knative/team-a/default"
+    assert config.eventProvider.vcenter.checkpoint is True  # type: ignore[union-attr]
+    assert config.metricsProvider is not None
+    assert config.metricsProvider.default.bindAddress == "0.0.0.0:8082"
+
+
+def test_inprocess_render_drops_the_metrics_server() -> None:
+    s = spec(metricsProvider={"name": "m", "default": {"bindAddress": "127.0.0.1:9999"}})
+    assert "metricsProvider" not in render("inprocess", s)
+    kept = render("deployment", s)
+    assert kept["metricsProvider"]["default"]["bindAddress"] == "0.0.0.0:9999"
+    assert resources.metrics_port(kept) == 9999
+
+
+def test_missing_secret_and_missing_key_name_secret_field_and_keys_never_values() -> None:
+    with pytest.raises(CredentialsError) as e:
+        resources.render_config(
+            "x", "team-a", spec(), {"vc-creds": None}, "http://s", runtime="inprocess"
+        )
+    assert e.value.reason == "CredentialsMissing"
+    assert "team-a/vc-creds" in e.value.message
+    assert "eventProvider.vcenter.auth.secretRef.name" in e.value.message
+    with pytest.raises(CredentialsError) as e2:
+        resources.render_config(
+            "x",
+            "team-a",
+            spec(),
+            {"vc-creds": {"username": "admin", "token": "t0ps3cret"}},
+            "http://s",
+            runtime="inprocess",
+        )
+    assert e2.value.reason == "CredentialsInvalid"
+    assert "password" in e2.value.message and "has: token, username" in e2.value.message
+    assert "t0ps3cret" not in e2.value.message and "admin" not in e2.value.message
+
+
+def test_active_directory_and_aws_credentials() -> None:
+    data = base_spec()
+    data["eventProvider"] = {
+        "type": "horizon",
+        "name": "h",
+        "horizon": {
+            "address": "https://h.example.com",
+            "auth": {"type": "active_directory", "secretRef": {"name": "ad"}},
+        },
+    }
+    data["eventProcessor"] = {
+        "type": "aws_event_bridge",
+        "name": "eb",
+        "awsEventBridge": {
+            "region": "us-west-1",
+            "eventBus": "default",
+            "ruleARN": "arn:aws:events:us-west-1:123456789012:rule/r",
+            "auth": {"type": "aws_iam_role"},
+        },
+    }
+    s = RouterConfigSpec.model_validate(data)
+    assert [u.secret for u in secret_uses(s.model_dump(exclude_none=True))] == ["ad"]
+    rendered = resources.render_config(
+        "h",
+        "ns",
+        s,
+        {"ad": {"domain": "corp", "username": "u", "password": "p"}},
+        None,
+        runtime="inprocess",
+    )
+    config = parse_config(rendered)
+    ad = config.eventProvider.horizon.auth.activeDirectoryAuth  # type: ignore[union-attr]
+    assert ad is not None and ad.domain == "corp"
+    assert config.eventProcessor.awsEventBridge.auth.type == "aws_iam_role"  # type: ignore[union-attr]
+
+
+def test_decode_secret_data() -> None:
+    raw = {"username": base64.b64encode(b"admin").decode(), "bad": "%%%"}
+    assert decode(raw) == {"username": "admin"}
+
+
+def test_config_hash_changes_with_spec_sink_and_secret_version_only() -> None:
+    h = resources.config_hash(spec(), "http://a", {"vc-creds": "1"})
+    assert h == resources.config_hash(spec(), "http://a", {"vc-creds": "1"})
+    assert h != resources.config_hash(spec(), "http://b", {"vc-creds": "1"})
+    assert h != resources.config_hash(spec(), "http://a", {"vc-creds": "2"})
+    other = base_spec()
+    other["eventProvider"]["vcenter"]["pageSize"] = 50
+    assert h != resources.config_hash(
+        RouterConfigSpec.model_validate(other), "http://a", {"vc-creds": "1"}
+    )
+
+
+def test_children_are_owned_labelled_and_least_privileged() -> None:
+    rendered = render()
+    kids = resources.children(OWNER, rendered, "abc123", resources.RuntimeOptions())
+    kinds = [k["kind"] for k in kids]
+    assert kinds == ["Secret", "ServiceAccount", "Role", "RoleBinding", "Deployment"]
+    for k in kids:
+        assert k["metadata"]["namespace"] == "team-a"
+        ref = k["metadata"]["ownerReferences"][0]
+        assert ref["uid"] == "1234-uid" and ref["kind"] == "RouterConfig" and ref["controller"]
+        assert k["metadata"]["labels"]["event-router.vmware.com/routerconfig"] == "vc-router"
+    secret = kids[0]
+    assert yaml.safe_load(secret["stringData"]["config.yaml"]) == rendered
+    role = kids[2]
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["vc-router-checkpoints"],
+            "verbs": ["get", "update", "patch"],
+        }
+    ]
+    cm = resources.checkpoint_configmap(OWNER)
+    assert "ownerReferences" not in cm["metadata"], "checkpoints survive a delete (documented)"
+
+
+def test_deployment_is_hardened_and_carries_the_config_hash() -> None:
+    dep = resources.deployment(OWNER, render(), "abc123", resources.RuntimeOptions(image="img:1"))
+    spec_ = dep["spec"]
+    assert spec_["replicas"] == 1 and spec_["strategy"] == {"type": "Recreate"}
+    tpl = spec_["template"]
+    assert tpl["metadata"]["annotations"][resources.HASH_ANNOTATION] == "abc123"
+    assert spec_["selector"]["matchLabels"].items() <= tpl["metadata"]["labels"].items()
+    pod = tpl["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (c,) = pod["containers"]
+    assert c["image"] == "img:1"
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["ports"][0] == {"name": "metrics", "containerPort": 8082, "protocol": "TCP"}
+    assert c["resources"]["requests"] and c["resources"]["limits"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["EVENT_ROUTER_CHECKPOINT_CONFIGMAP"]["value"] == "vc-router-checkpoints"
+    assert (
+        env["EVENT_ROUTER_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    )
+    assert c["command"][:3] == ["event-router", "-config", "/etc/event-router/config.yaml"]
+    assert "ReplaceMe" not in yaml.safe_dump(dep) and "p@ss" not in yaml.safe_dump(dep)
+
+
+def test_webhook_gets_a_service_and_port() -> None:
+    data = base_spec()
+    data["eventProvider"] = {
+        "type": "webhook",
+        "name": "hook",
+        "webhook": {"bindAddress": "0.0.0.0:8080", "path": "/webhook"},
+    }
+    s = RouterConfigSpec.model_validate(data)
+    rendered = resources.render_config("h", "ns", s, {}, "http://x", runtime="deployment")
+    kids = resources.children(OWNER, rendered, "h", resources.RuntimeOptions())
+    svc = kids[-1]
+    assert svc["kind"] == "Service" and svc["spec"]["ports"][0]["port"] == 8080
+    dep = kids[-2]
+    ports = dep["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert {"name": "webhook", "containerPort": 8080, "protocol": "TCP"} in ports
+
+
+def test_long_names_stay_within_limits() -> None:
+    name = "a" * 200
+    assert len(resources.router_name(name)) <= 46
+    assert resources.router_name(name) != resources.router_name("a" * 199)
+    assert len(resources.labels(name)["app.kubernetes.io/instance"]) <= 63
+
+
+def test_sink_urls() -> None:
+    t = Target("eventing.knative.dev/v1", "Broker", "default", "team-a")
+    url = "http://broker-ingress.knative-eventing.svc.cluster.local/team-a/default"
+    assert addressable_url({"status": {"address": {"url": url}}}, t) == url
+    with pytest.raises(SinkError) as e:
+        addressable_url(
+            {
+                "status": {
+                    "conditions": [{"type": "Ready", "status": "False", "reason": "NoIngress"}]
+                }
+            },
+            t,
+        )
+    assert e.value.reason == "SinkNotReady" and "Broker team-a/default" in e.value.message
+    svc = Target("v1", "Service", "display", "team-a")
+    assert service_url({"spec": {"ports": [{"port": 80}]}}, svc, "cluster.local") == (
+        "http://display.team-a.svc.cluster.local"
+    )
+    assert service_url({"spec": {"ports": [{"port": 8080}]}}, svc, "k8s.local") == (
+        "http://display.team-a.svc.k8s.local:8080"
+    )
+    assert uri_string({"scheme": "https", "host": "h", "port": 8443, "path": "events"}) == (
+        "https://h:8443/events"
+    )
+
+
+def test_deployment_state() -> None:
+    dep = resources.deployment(OWNER, render(), "h1", resources.RuntimeOptions())
+    dep["metadata"]["generation"] = 2
+    st = deployment_state(dep, "h1", "ns", "d")
+    assert (st.deployed, st.ready, st.reason) == (True, False, "RouterStarting")
+    dep["status"] = {"observedGeneration": 2, "updatedReplicas": 1, "availableReplicas": 1}
+    assert deployment_state(dep, "h1", "ns", "d").ready
+    assert not deployment_state(dep, "h2", "ns", "d").ready
+    assert deployment_state(None, "h1", "ns", "d").reason == "DeploymentMissing"
+
+
+def test_merge_conditions_keeps_transition_times() -> None:
+    old = [{"type": "Ready", "status": "False", "reason": "X", "lastTransitionTime": "T0"}]
+    same = merge_conditions(
+        old, [{"type": "Ready", "status": "False", "reason": "Y", "message": ""}], 3
+    )
+    assert same[0]["lastTransitionTime"] == "T0" and same[0]["observedGeneration"] == 3
+    flipped = merge_conditions(
+        old, [{"type": "Ready", "status": "True", "reason": "Z", "message": ""}], 3
+    )
+    assert flipped[0]["lastTransitionTime"] != "T0"
