@@ -187,6 +187,12 @@ def test_crd_object_watch_status_subresource_and_schema(
     assert "spec.size: Required value" in json.loads(err.value.body or "{}")["message"]
 
 
+def test_api_server_reports_its_real_version(k8s_client: client.ApiClient) -> None:
+    info = client.VersionApi(k8s_client).get_code()
+    assert info.git_version.startswith("v1.34."), info.git_version
+    assert (info.major, info.minor) == ("1", "34")
+
+
 # ------------------------------------------------------------------ kube-controller-manager
 
 
