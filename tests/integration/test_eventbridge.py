@@ -12,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 from aiohttp import ClientSession, web
+from cloudevents.conversion import to_dict
 from cloudevents.http import CloudEvent
 from moto.server import ThreadedMotoServer
 
@@ -27,6 +30,7 @@ from event_router.core import DeliveryError, RouterContext
 from event_router.delivery import RetryPolicy
 from event_router.processors import processor_class
 from event_router.processors.eventbridge import EventBridgeProcessor, EventBridgeSetupError
+from event_router.router import Router
 
 REGION = "us-west-1"
 ACCOUNT = "123456789012"
@@ -96,7 +100,15 @@ def aws(moto_url: str) -> AWS:
     return AWS(moto_url)
 
 
-def router_context(endpoint: str, bus: str, rule_arn: str, refresh: float = 300.0) -> RouterContext:
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def router_context(
+    endpoint: str, bus: str, rule_arn: str, refresh: float = 300.0, port: int = 8080
+) -> RouterContext:
     config = RouterConfig.model_validate(
         {
             "apiVersion": "event-router.vmware.com/v1alpha1",
@@ -105,7 +117,7 @@ def router_context(endpoint: str, bus: str, rule_arn: str, refresh: float = 300.
             "eventProvider": {
                 "type": "webhook",
                 "name": "hook",
-                "webhook": {"bindAddress": "127.0.0.1:8080", "path": "/webhook"},
+                "webhook": {"bindAddress": f"127.0.0.1:{port}", "path": "/webhook"},
             },
             "eventProcessor": {
                 "type": "aws_event_bridge",
@@ -456,3 +468,108 @@ async def test_secret_key_never_logged(aws: AWS, caplog: Any) -> None:
         await proc.close()
     assert secret not in caplog.text
     assert secret not in repr(proc.cfg) and secret not in proc.address()
+
+
+# --- end to end: webhook provider -> router -> aws_event_bridge -> moto -> SQS -----------
+
+
+async def test_events_through_the_router_arrive_in_the_queue(aws: AWS) -> None:
+    arn = aws.put_rule("e2e", MOTO_PATTERN)
+    ctx = router_context(aws.url, aws.bus, arn, port=free_port())
+    router = Router(ctx)  # provider and processor from the registries, as the CLI does
+    await router.start()
+    try:
+        await router.wait_ready(5)
+        url = router.provider.url  # type: ignore[attr-defined]
+        batch = [
+            to_dict(vm_event("VmPoweredOnEvent", "Linux-01", i))
+            if i % 2
+            else to_dict(vm_event("VmPoweredOnEvent", "Windows-01", i))
+            for i in range(20)
+        ]
+        async with httpx.AsyncClient() as client:
+            resp = await client.post(
+                url,
+                content=json.dumps(batch),
+                headers={"Content-Type": "application/cloudevents-batch+json"},
+            )
+        assert resp.status_code == 202, resp.text
+        got = await aws.received(10, timeout=10)
+    finally:
+        await router.stop(timeout=5)
+    assert sorted(m["detail"]["data"]["Key"] for m in got) == list(range(1, 20, 2))
+    stats = router.stats()
+    assert json.dumps(stats)  # the /stats document stays JSON
+
+
+# --- the local matcher agrees with moto's delivery decisions ------------------------------
+
+DELIVERY_PATTERNS: list[dict[str, Any]] = [
+    {"detail": {"subject": ["VmPoweredOnEvent"]}},
+    {"detail": {"data": {"Key": [{"numeric": [">", 2, "<=", 4]}]}}},
+    {"detail": {"data": {"Vm": {"Name": [{"anything-but": {"prefix": "Linux"}}]}}}},
+    {"detail": {"data": {"Vm": {"Name": [{"equals-ignore-case": "linux-01"}]}}}},
+    {"detail": {"data": {"Missing": [{"exists": False}], "Key": [0, 5]}}},
+    {"$or": [{"detail-type": ["VmPoweredOffEvent"]}, {"detail": {"data": {"Key": [1]}}}]},
+    {"detail": {"data": {"FullFormattedMessage": [{"wildcard": "*-0* *Off*"}]}}},
+    {"detail": {"data": {"FullFormattedMessage": [{"suffix": "OffEvent"}]}}},
+]
+
+
+@pytest.mark.parametrize("index", range(len(DELIVERY_PATTERNS)))
+async def test_local_matcher_agrees_with_moto_delivery(aws: AWS, index: int) -> None:
+    pattern = DELIVERY_PATTERNS[index]
+    arn = aws.put_rule(f"agree-{index}", pattern)
+    proc = await started(router_context(aws.url, aws.bus, arn))
+    events = [
+        vm_event(subject, name, n)
+        for n, (subject, name) in enumerate(
+            [
+                ("VmPoweredOnEvent", "Linux-01"),
+                ("VmPoweredOffEvent", "LINUX-01"),
+                ("VmPoweredOnEvent", "Windows-07"),
+                ("VmCreatedEvent", "Linux-02"),
+                ("VmPoweredOffEvent", "Web-03"),
+                ("VmPoweredOnEvent", "db-01"),
+            ]
+        )
+    ]
+    try:
+        assert proc.pattern is not None
+        local = {
+            e["id"]
+            for e in events
+            if proc.pattern.matches(
+                {
+                    "source": e["source"],
+                    "detail-type": e["subject"],
+                    "detail": json.loads(to_json_str(e)),
+                }
+            )
+        }
+        # let moto decide: put every event on the bus directly, read what the rule delivered
+        await asyncio.to_thread(
+            aws.events.put_events,
+            Entries=[
+                {
+                    "Source": e["source"],
+                    "DetailType": e["subject"],
+                    "Detail": to_json_str(e),
+                    "EventBusName": aws.bus,
+                }
+                for e in events
+            ],
+        )
+        got = await aws.received(len(local), timeout=3)
+        got += await aws.received(len(events), timeout=0.3)  # nothing more arrives
+        delivered = {m["detail"]["id"] for m in got}
+        assert delivered == local
+        assert 0 < len(local) < len(events)  # each pattern discriminates
+    finally:
+        await proc.close()
+
+
+def to_json_str(event: CloudEvent) -> str:
+    from cloudevents.conversion import to_json
+
+    return to_json(event).decode()
