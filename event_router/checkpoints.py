@@ -165,7 +165,10 @@ class ConfigMapStore:
             try:
                 kubernetes.config.load_incluster_config(client_configuration=cfg)
             except kubernetes.config.ConfigException:
-                kubernetes.config.load_kube_config(client_configuration=cfg)
+                # read KUBECONFIG now: the library's default is fixed at its import
+                kubernetes.config.load_kube_config(
+                    config_file=os.environ.get("KUBECONFIG") or None, client_configuration=cfg
+                )
             self._api = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(cfg))
         return self._api
 
