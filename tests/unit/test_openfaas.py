@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
+from cloudevents.conversion import to_dict
 from cloudevents.http import CloudEvent
 
 from event_router.config.models import RouterConfig
@@ -22,12 +25,26 @@ from event_router.processors.openfaas import (
     parse_topics,
     retry_status,
 )
+from event_router.router import Router
 from tests.support.openfaas_gateway import OpenFaaSGateway
 
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, jitter=0)
 
 
-def context(address: str, *, async_: bool = False, auth: Any = None, refresh: float = 10.0):
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def context(
+    address: str,
+    *,
+    async_: bool = False,
+    auth: Any = None,
+    refresh: float = 10.0,
+    port: int = 8080,
+) -> RouterContext:
     openfaas: dict[str, Any] = {
         "address": address,
         "async": async_,
@@ -46,7 +63,7 @@ def context(address: str, *, async_: bool = False, auth: Any = None, refresh: fl
             "eventProvider": {
                 "type": "webhook",
                 "name": "hook",
-                "webhook": {"bindAddress": "127.0.0.1:8080", "path": "/webhook"},
+                "webhook": {"bindAddress": f"127.0.0.1:{port}", "path": "/webhook"},
             },
             "eventProcessor": {"type": "openfaas", "name": "faas", "openfaas": openfaas},
         }
@@ -291,3 +308,31 @@ async def test_order_is_kept_per_function_while_functions_run_in_parallel() -> N
     # the two functions were served side by side: well under 2 x 10 x 20 ms
     assert elapsed < 0.36, elapsed
     assert proc.max_in_flight > 1
+
+
+async def test_events_through_the_router_reach_subscribed_functions() -> None:
+    async with OpenFaaSGateway() as gw:
+        gw.deploy("power", "VmPoweredOnEvent,VmPoweredOffEvent")
+        gw.deploy("broken", "VmPoweredOffEvent", status=501)  # not retried
+        router = Router(context(gw.url, port=free_port()))  # registry path, as the CLI does
+        await router.start()
+        try:
+            await router.wait_ready(5)
+            url = router.provider.url  # type: ignore[attr-defined]
+            subjects = ["VmPoweredOnEvent", "VmCreatedEvent", "VmPoweredOffEvent"]
+            batch = [to_dict(event(s, n)) for n, s in enumerate(subjects)]
+            async with httpx.AsyncClient() as client:
+                resp = await client.post(
+                    url,
+                    content=json.dumps(batch),
+                    headers={"Content-Type": "application/cloudevents-batch+json"},
+                )
+            assert resp.status_code == 202, resp.text
+            await gw.wait_for(2, timeout=5)
+        finally:
+            await router.stop(timeout=10)
+        stats = router.stats()
+    assert [json.loads(i.body)["id"] for i in gw.calls("power")] == ["id-0", "id-2"]
+    # the failing function's event is counted as an error by the router, not as delivered
+    provider = stats["vmware.event.router.stats"]["webhook"]
+    assert (provider["events_total"], provider["events_err"]) == (3, 1)
