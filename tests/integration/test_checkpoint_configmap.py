@@ -28,7 +28,7 @@ async def test_load_save_roundtrip_creates_the_configmap(
     await store.save({"lastEventKey": 2})
     assert await store.load() == {"lastEventKey": 2}
     cm = core.read_namespaced_config_map("router-checkpoints", namespace)
-    assert json.loads(cm.data["vc.example.com"]) == {"lastEventKey": 2}
+    assert json.loads((cm.data or {})["vc.example.com"]) == {"lastEventKey": 2}
     assert "configmap" in store.describe() and namespace in store.describe()
 
 
@@ -53,7 +53,7 @@ async def test_concurrent_writers_of_other_keys_lose_nothing(
 
     await asyncio.gather(*(writer(s) for s in stores))
     cm = core.read_namespaced_config_map("shared", namespace)
-    assert {k: json.loads(v) for k, v in cm.data.items()} == {
+    assert {k: json.loads(v) for k, v in (cm.data or {}).items()} == {
         f"key-{i}": {"n": 14} for i in range(4)
     }
 
@@ -69,7 +69,7 @@ async def test_keys_other_than_ours_are_untouched(
     store = ConfigMapStore(namespace, "cp", "mine", api=core)
     assert await store.load() is None  # ConfigMap exists, key does not
     await store.save({"a": 1})
-    data = core.read_namespaced_config_map("cp", namespace).data
+    data = core.read_namespaced_config_map("cp", namespace).data or {}
     assert data["other"] == "keep"
     assert json.loads(data["mine"]) == {"a": 1}
 
@@ -143,7 +143,7 @@ async def test_vcenter_provider_checkpoints_to_configmap(
 
         first = Pub()
         await run_until(first, "one", 5)
-        raw = core.read_namespaced_config_map("router-cp", namespace).data["127.0.0.1"]
+        raw = (core.read_namespaced_config_map("router-cp", namespace).data or {})["127.0.0.1"]
         cp = VCenterCheckpoint.from_json(json.loads(raw))
         assert cp.vcenter == sim.url and cp.last_event_type  # the original's fields
         second = Pub()
