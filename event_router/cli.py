@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,6 +85,16 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wider help that never breaks a path at its hyphens."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=34, width=100)
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="event-router",
@@ -92,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
             "or AWS EventBridge. Flags take one dash or two."
         ),
         allow_abbrev=False,
+        formatter_class=_HelpFormatter,
     )
 
     def flag(name: str, **kwargs: Any) -> None:
@@ -101,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         "config",
         metavar="PATH",
         default=DEFAULT_CONFIG,
-        help=f"path to configuration file (default {DEFAULT_CONFIG!r})",
+        help=f"path to configuration file (default {DEFAULT_CONFIG})",
     )
     flag(
         "log-json",

@@ -60,7 +60,13 @@ class Redactor:
             if not secret or len(secret) < MIN_SECRET_LEN:
                 continue
             found.add(secret)
-            for variant in (urllib.parse.quote(secret, safe=""), json.dumps(secret)[1:-1]):
+            variants = (
+                urllib.parse.quote(secret, safe=""),
+                urllib.parse.quote(secret),
+                urllib.parse.quote_plus(secret),
+                json.dumps(secret)[1:-1],
+            )
+            for variant in variants:
                 if len(variant) >= MIN_SECRET_LEN:
                     found.add(variant)
         with self._lock:
