@@ -122,7 +122,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     cp_dir = work / "checkpoints"
     cp_dir.mkdir()
     with VCSim() as sim:
-        async with TimedSink() as sink:
+        sink = TimedSink()
+        async with sink:
             si = await asyncio.to_thread(sim.connect)
             begin: dt.datetime = (await asyncio.to_thread(si.CurrentTime)).astimezone(dt.UTC)
             # a checkpoint from before the backlog: the router starts by draining it
