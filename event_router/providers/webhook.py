@@ -17,26 +17,30 @@ Listens on ``eventProvider.webhook.bindAddress`` at ``path``:
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import logging
 import re
 from typing import Any
 
 from aiohttp import web
-from cloudevents.http import CloudEvent, from_http
+from cloudevents.http import CloudEvent
 
 from event_router.core import Provider, Publisher, RouterContext
 from event_router.metrics import basic_auth_checker, split_host_port
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WebhookProvider", "parse_request"]
+__all__ = ["WebhookProvider", "make_event", "parse_request"]
 
 FIELD = "eventProvider.webhook"
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
 _ATTR_NAME = re.compile(r"^[a-z0-9]+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+SPEC_VERSIONS = ("1.0", "0.3")
 _REQUIRED = ("id", "source", "type")
 
 
@@ -73,15 +77,14 @@ def _binary_unmarshaller(content_type: str | None) -> Any:
     return unmarshal
 
 
-def _structured_unmarshaller(value: Any) -> Any:
-    # "data" arrives re-serialized as a JSON string; "data_base64" arrives decoded as bytes
-    if isinstance(value, str):
-        return json.loads(value)
-    return value
-
-
-def _check(event: CloudEvent) -> CloudEvent:
-    attrs = event.get_attributes()
+def make_event(attrs: dict[str, Any], data: Any) -> CloudEvent:
+    """A CloudEvent of exactly these attributes, validated: required ``specversion``
+    (1.0 or 0.3), ``id``, ``source``, ``type`` as non-empty strings; attribute names of
+    lower-case letters and digits; values strings, integers or booleans. Nothing is added
+    (the SDK's constructor would invent a ``time``)."""
+    spec = attrs.get("specversion")
+    if spec not in SPEC_VERSIONS:
+        raise InvalidEvent(f"attribute 'specversion' must be 1.0 or 0.3 (got {spec!r})")
     for name in _REQUIRED:
         value = attrs.get(name)
         if not isinstance(value, str) or not value:
@@ -91,30 +94,46 @@ def _check(event: CloudEvent) -> CloudEvent:
             raise InvalidEvent(
                 f"attribute name {name!r} is invalid (allowed: lower-case letters and digits)"
             )
-        if value is not None and not isinstance(value, str | int | bool):
+        if not isinstance(value, str | int | bool):
             raise InvalidEvent(
                 f"attribute {name!r} must be a string, integer or boolean "
                 f"(got {type(value).__name__})"
             )
-        if isinstance(value, str) and any(c in value for c in "\r\n\x00"):
+        if isinstance(value, str) and _CONTROL.search(value):
             raise InvalidEvent(f"attribute {name!r} contains control characters")
+    had_time = "time" in attrs
+    event = CloudEvent(attrs, data)
+    if not had_time:
+        event._attributes.pop("time", None)
     return event
 
 
-def _structured(body: bytes | str) -> CloudEvent:
+def _structured_event(raw: Any) -> CloudEvent:
+    if not isinstance(raw, dict):
+        raise InvalidEvent(f"a structured event must be a JSON object (got {type(raw).__name__})")
+    attrs = {k: v for k, v in raw.items() if k not in ("data", "data_base64") and v is not None}
+    data: Any = raw.get("data")
+    if "data_base64" in raw:
+        if "data" in raw:
+            raise InvalidEvent("data and data_base64 are mutually exclusive")
+        encoded = raw["data_base64"]
+        if not isinstance(encoded, str):
+            raise InvalidEvent("data_base64 must be a string")
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidEvent("data_base64 is not valid base64") from None
+    return make_event(attrs, data)
+
+
+def _json(body: bytes, what: str) -> Any:
     try:
-        return _check(
-            from_http(
-                {"content-type": STRUCTURED}, body, data_unmarshaller=_structured_unmarshaller
-            )
-        )
-    except InvalidEvent:
-        raise
-    except Exception as err:  # the SDK raises many exception types for bad input
-        raise InvalidEvent(_sdk_message(err)) from None
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        raise InvalidEvent(f"{what} is not valid JSON: {_message(err)}") from None
 
 
-def _sdk_message(err: Exception) -> str:
+def _message(err: BaseException) -> str:
     text = " ".join(str(err).split()) or type(err).__name__
     return text[:300] + ("..." if len(text) > 300 else "")
 
@@ -126,27 +145,21 @@ def parse_request(headers: dict[str, str], body: bytes) -> list[CloudEvent]:
     """
     content_type = headers.get("content-type")
     media = (content_type or "").split(";", 1)[0].strip().lower()
-    if "ce-specversion" in headers:
-        try:
-            event = from_http(headers, body, data_unmarshaller=_binary_unmarshaller(content_type))
-        except Exception as err:
-            raise InvalidEvent(_sdk_message(err)) from None
-        return [_check(event)]
+    if "ce-specversion" in headers:  # binary content mode
+        attrs: dict[str, Any] = {k[3:]: v for k, v in headers.items() if k.startswith("ce-")}
+        if content_type:
+            attrs["datacontenttype"] = content_type
+        return [make_event(attrs, _binary_unmarshaller(content_type)(body))]
     if media == STRUCTURED:
-        return [_structured(body)]
+        return [_structured_event(_json(body, "the structured event"))]
     if media == BATCH:
-        try:
-            items = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as err:
-            raise InvalidEvent(f"batch body is not valid JSON: {_sdk_message(err)}") from None
+        items = _json(body, "the batch body")
         if not isinstance(items, list):
             raise InvalidEvent(f"batch body must be a JSON array (got {type(items).__name__})")
         events = []
         for i, item in enumerate(items):
-            if not isinstance(item, dict):
-                raise InvalidEvent(f"batch item {i}: must be a JSON object")
             try:
-                events.append(_structured(json.dumps(item)))
+                events.append(_structured_event(item))
             except InvalidEvent as err:
                 raise InvalidEvent(f"batch item {i}: {err}") from None
         return events
