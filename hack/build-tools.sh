@@ -14,7 +14,7 @@ WORK="$CACHE/work"
 LOGS="$CACHE/logs"
 mkdir -p "$BIN" "$WORK" "$LOGS"
 export GOFLAGS="${GOFLAGS:-} -mod=mod"
-export GOTOOLCHAIN=local
+export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
 export CGO_ENABLED=0
 
 start=$(date +%s)
@@ -84,7 +84,7 @@ build_kube() {
   # k8s.io/kubernetes requires its staging modules at v0.0.0 with replaces to ./staging;
   # replace each with its published version, taking the list from that tag's go.mod.
   local modfile="$d/kubernetes.mod"
-  run_logged kube bash -c "curl -fsSL \"\$(go env GOPROXY | cut -d, -f1)/k8s.io/kubernetes/@v/$K8S_VERSION.mod\" -o '$modfile' || (go mod download -json k8s.io/kubernetes@$K8S_VERSION | python3 -c 'import json,sys,shutil; shutil.copy(json.load(sys.stdin)[\"GoMod\"], \"$modfile\")')"
+  run_logged kube bash -c "go mod download -json k8s.io/kubernetes@$K8S_VERSION | python3 -c 'import json,sys,shutil; shutil.copy(json.load(sys.stdin)[\"GoMod\"], \"$modfile\")'"
   local staging
   staging=$(awk '/^replace/{r=1} r && $1 ~ /^k8s\.io\// && $2=="=>" && $3 ~ /^\.\/staging/ {print $1}' "$modfile" | sort -u)
   [ -n "$staging" ] || { say "could not read the staging module list from $modfile"; exit 1; }
