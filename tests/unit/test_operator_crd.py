@@ -106,7 +106,7 @@ INVALID: list[tuple[str, list[Callable[[dict[str, Any]], None]], str]] = [
                 },
             )
         ],
-        "spec.eventProvider.vcenter.auth.secretRef",
+        "spec.eventProvider.vcenter.auth.basicAuth",
     ),
     (
         "vcenter-wrong-auth-type",

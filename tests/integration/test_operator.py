@@ -1,0 +1,595 @@
+"""The operator against the real test control plane (kube-apiserver + etcd +
+kube-controller-manager): CRD validation, reconciliation, status, Secrets, Knative
+addressables, garbage collection, the deployment runtime's pod command run locally."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from event_router.operator import resources
+from event_router.operator.devtools import (
+    BROKER_CRD,
+    OperatorProcess,
+    apply,
+    condition,
+    create_rc,
+    get_rc,
+    install_crd,
+    install_crd_object,
+    rc_path,
+    table,
+    wait_for,
+)
+from event_router.operator.kube import request
+from tests.support.sink import CloudEventSink
+from tests.support.vcsim import VCSim, free_port, post_general_events
+from tests.unit.test_operator_crd import INVALID, base_spec, invalid_spec
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
+
+REPO = Path(__file__).resolve().parents[2]
+RC_API = "event-router.vmware.com/v1alpha1"
+
+
+@pytest.fixture(scope="module")
+def api(k8s_client: client.ApiClient) -> client.ApiClient:
+    install_crd(k8s_client)
+    return k8s_client
+
+
+def rc(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": RC_API, "kind": "RouterConfig", "metadata": {"name": name}, "spec": spec}
+
+
+def basic_secret(
+    name: str, username: str = "admin", password: str = "s3cr3t-value"
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name},
+        "type": "kubernetes.io/basic-auth",
+        "stringData": {"username": username, "password": password},
+    }
+
+
+def uri_spec(url_host: str = "display.example.com") -> dict[str, Any]:
+    spec = base_spec()
+    spec["eventProcessor"]["knative"]["destination"] = {"uri": {"scheme": "http", "host": url_host}}
+    return spec
+
+
+@pytest.fixture
+def operator(tmp_path: Path, namespace: str, testenv: Any) -> Iterator[Any]:
+    """Start an operator for ``namespace`` with the given runtime (factory)."""
+    started: list[OperatorProcess] = []
+
+    def start(runtime: str = "deployment", *extra: str) -> OperatorProcess:
+        op = OperatorProcess(
+            [
+                "--runtime",
+                runtime,
+                "--namespace",
+                namespace,
+                "--standalone",
+                "--resync-seconds",
+                "2",
+                "--router-image",
+                "example.org/event-router:test",
+                *extra,
+            ],
+            tmp_path / f"operator-{len(started)}.log",
+            kubeconfig=testenv.kubeconfig,
+        ).start()
+        started.append(op)
+        return op
+
+    yield start
+    for op in started:
+        op.stop()
+        sys.stderr.write(f"--- {op.log_path} ---\n{op.log(6000)}\n")
+
+
+def ready(
+    api: client.ApiClient, ns: str, name: str, *, status: str = "True", reason: str | None = None
+) -> Any:
+    def probe() -> Any:
+        obj = get_rc(api, ns, name)
+        c = condition(obj, "Ready")
+        if c.get("status") == status and (reason is None or c.get("reason") == reason):
+            return obj
+        return None
+
+    return probe
+
+
+def dep_name(rc_name: str) -> str:
+    return resources.router_name(rc_name)
+
+
+def get_obj(api: client.ApiClient, path: str) -> Any:
+    try:
+        return request(api, "GET", path)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def mark_available(api: client.ApiClient, ns: str, name: str) -> None:
+    """What a kubelet would report: the current template's pod is available."""
+    path = f"/apis/apps/v1/namespaces/{ns}/deployments/{name}"
+    dep = request(api, "GET", path)
+    status = {
+        "observedGeneration": dep["metadata"]["generation"],
+        "replicas": 1,
+        "updatedReplicas": 1,
+        "readyReplicas": 1,
+        "availableReplicas": 1,
+    }
+    request(
+        api,
+        "PATCH",
+        path + "/status",
+        body={"status": status},
+        content_type="application/merge-patch+json",
+    )
+
+
+# --- the CRD at the API server ---------------------------------------------------------------
+
+
+def test_samples_apply_cleanly(api: client.ApiClient, namespace: str) -> None:
+    applied = 0
+    for path in sorted((REPO / "samples").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                apply(api, doc, namespace)
+                applied += doc["kind"] == "RouterConfig"
+    assert applied == 5
+    got = request(api, "GET", rc_path(namespace, "vcenter-to-broker"))
+    # the API server applied the schema's defaults
+    vc = got["spec"]["eventProvider"]["vcenter"]
+    assert vc["pageSize"] == 100 and vc["typeStyle"] == "router"
+    assert got["spec"]["checkpoint"] == {"periodSeconds": 5, "maxAgeSeconds": 3600}
+
+
+@pytest.mark.parametrize("case", INVALID, ids=[c[0] for c in INVALID])
+def test_api_server_rejects_invalid_routerconfigs(
+    api: client.ApiClient, namespace: str, case: Any
+) -> None:
+    _, mutations, field = case
+    with pytest.raises(ApiException) as e:
+        create_rc(api, namespace, rc("bad", invalid_spec(mutations)))
+    # 422 Invalid (schema, CEL); 400 for unknown fields under strict field validation
+    assert e.value.status in (400, 422), e.value.body
+    assert field in (e.value.body or ""), e.value.body
+
+
+def test_api_server_requires_a_spec(api: client.ApiClient, namespace: str) -> None:
+    with pytest.raises(ApiException) as e:
+        create_rc(
+            api,
+            namespace,
+            {"apiVersion": RC_API, "kind": "RouterConfig", "metadata": {"name": "x"}},
+        )
+    assert e.value.status == 422 and "spec: Required value" in (e.value.body or "")
+
+
+def test_short_name_and_categories_are_served(api: client.ApiClient) -> None:
+    res = request(api, "GET", "/apis/event-router.vmware.com/v1alpha1")
+    (r,) = [r for r in res["resources"] if r["name"] == "routerconfigs"]
+    assert r["shortNames"] == ["rtc"] and "all" in r["categories"]
+
+
+# --- reconciliation, deployment runtime --------------------------------------------------------
+
+
+async def test_deployment_runtime_ready_rolls_on_change_and_garbage_collects(
+    api: client.ApiClient, namespace: str, operator: Any
+) -> None:
+    ns = namespace
+    apply(api, basic_secret("vc-creds"), ns)
+    create_rc(api, ns, rc("vc", uri_spec()))
+    operator("deployment")
+    name = dep_name("vc")
+    deployed = await asyncio.to_thread(
+        wait_for,
+        lambda: condition(get_rc(api, ns, "vc"), "Deployed").get("status") == "True",
+        30,
+        "Deployed",
+    )
+    assert deployed
+    obj = get_rc(api, ns, "vc")
+    assert condition(obj, "Ready")["reason"] == "RouterStarting"
+    assert obj["status"]["sinkUri"] == "http://display.example.com"
+    assert obj["status"]["observedGeneration"] == 1
+    # the children exist, owned, and the config Secret holds the rendered config
+    dep = request(api, "GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}")
+    hash1 = dep["spec"]["template"]["metadata"]["annotations"][resources.HASH_ANNOTATION]
+    assert hash1 == obj["status"]["configHash"]
+    for path in (
+        f"/api/v1/namespaces/{ns}/serviceaccounts/{name}",
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles/{name}",
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings/{name}",
+    ):
+        assert get_obj(api, path)["metadata"]["ownerReferences"][0]["name"] == "vc"
+    secret = request(
+        api, "GET", f"/api/v1/namespaces/{ns}/secrets/{resources.config_secret_name('vc')}"
+    )
+    rendered = yaml.safe_load(base64.b64decode(secret["data"]["config.yaml"]))
+    assert rendered["eventProvider"]["vcenter"]["auth"]["basicAuth"]["password"] == "s3cr3t-value"
+    cm = request(
+        api,
+        "GET",
+        f"/api/v1/namespaces/{ns}/configmaps/{resources.checkpoint_configmap_name('vc')}",
+    )
+    assert "ownerReferences" not in cm["metadata"]
+    # no secret in the status, the Events or the Deployment
+    events = request(api, "GET", f"/api/v1/namespaces/{ns}/events")
+    blob = yaml.safe_dump([obj, events, dep])
+    assert "s3cr3t-value" not in blob
+    assert any(e["reason"] == "RouterStarting" for e in events["items"])
+
+    # a kubelet would now run the pod: Ready=True, visible in `kubectl get routerconfigs`
+    mark_available(api, ns, name)
+    await asyncio.to_thread(wait_for, ready(api, ns, "vc"), 20, "Ready=True")
+    (row,) = table(api, ns)
+    assert row["Name"] == "vc" and row["Provider"] == "vcenter" and row["Processor"] == "knative"
+    assert (
+        row["Source"] == "https://vc.example.com/sdk"
+        and row["Sink"] == "http://display.example.com"
+    )
+    assert row["Ready"] == "True" and row["Reason"] == "RouterRunning"
+    status_rv = get_rc(api, ns, "vc")["metadata"]["resourceVersion"]
+    await asyncio.sleep(5)  # two resync passes: nothing changed, nothing written
+    assert get_rc(api, ns, "vc")["metadata"]["resourceVersion"] == status_rv
+
+    # a spec change: new generation observed, new config hash rolls the Deployment
+    request(
+        api,
+        "PATCH",
+        rc_path(ns, "vc"),
+        body={"spec": {"eventProvider": {"vcenter": {"pageSize": 50}}}},
+        content_type="application/merge-patch+json",
+    )
+
+    def rolled() -> Any:
+        obj = get_rc(api, ns, "vc")
+        d = request(api, "GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}")
+        h = d["spec"]["template"]["metadata"]["annotations"][resources.HASH_ANNOTATION]
+        return (
+            obj["status"]["observedGeneration"] == 2
+            and h != hash1
+            and h == obj["status"]["configHash"]
+        )
+
+    await asyncio.to_thread(wait_for, rolled, 20, "observedGeneration 2 and a new config hash")
+    assert condition(get_rc(api, ns, "vc"), "Ready")["reason"] == "RouterStarting"
+
+    # delete: the garbage collector removes every owned child; the checkpoints stay
+    request(api, "DELETE", rc_path(ns, "vc"))
+
+    def collected() -> bool:
+        return all(
+            get_obj(api, p) is None
+            for p in (
+                f"/apis/apps/v1/namespaces/{ns}/deployments/{name}",
+                f"/api/v1/namespaces/{ns}/secrets/{resources.config_secret_name('vc')}",
+                f"/api/v1/namespaces/{ns}/serviceaccounts/{name}",
+                f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles/{name}",
+            )
+        )
+
+    await asyncio.to_thread(wait_for, collected, 60, "garbage collection of the children", 0.5)
+    assert get_obj(
+        api, f"/api/v1/namespaces/{ns}/configmaps/{resources.checkpoint_configmap_name('vc')}"
+    )
+
+
+async def test_missing_secret_then_created_becomes_ready(
+    api: client.ApiClient, namespace: str, operator: Any
+) -> None:
+    ns = namespace
+    create_rc(api, ns, rc("vc", uri_spec()))
+    operator("deployment")
+    obj = await asyncio.to_thread(
+        wait_for,
+        ready(api, ns, "vc", status="False", reason="CredentialsMissing"),
+        30,
+        "CredentialsMissing",
+    )
+    msg = condition(obj, "Ready")["message"]
+    assert f"Secret {ns}/vc-creds" in msg and "eventProvider.vcenter.auth.secretRef.name" in msg
+    assert condition(obj, "CredentialsReady")["status"] == "False"
+    assert get_obj(api, f"/apis/apps/v1/namespaces/{ns}/deployments/{dep_name('vc')}") is None
+    rv = obj["metadata"]["resourceVersion"]
+    generation = obj["metadata"]["generation"]
+
+    # a Secret without the password key: still not ready, the message says what is missing
+    apply(api, {**basic_secret("vc-creds"), "stringData": {"username": "admin"}}, ns)
+    obj = await asyncio.to_thread(
+        wait_for,
+        ready(api, ns, "vc", status="False", reason="CredentialsInvalid"),
+        20,
+        "CredentialsInvalid",
+    )
+    assert "lacks key(s) password" in condition(obj, "Ready")["message"]
+
+    # the complete Secret: deployed and (once the pod runs) Ready; the spec was never touched
+    apply(api, basic_secret("vc-creds"), ns)
+    await asyncio.to_thread(
+        wait_for,
+        lambda: condition(get_rc(api, ns, "vc"), "CredentialsReady").get("status") == "True",
+        20,
+        "CredentialsReady",
+    )
+    mark_available(api, ns, dep_name("vc"))
+    obj = await asyncio.to_thread(wait_for, ready(api, ns, "vc"), 20, "Ready")
+    assert obj["metadata"]["generation"] == generation and obj["metadata"]["resourceVersion"] != rv
+
+
+async def test_knative_broker_and_service_refs_resolve_and_follow_changes(
+    api: client.ApiClient, namespace: str, operator: Any
+) -> None:
+    ns = namespace
+    install_crd_object(api, BROKER_CRD)
+    apply(api, basic_secret("vc-creds"), ns)
+    broker = {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Broker",
+        "metadata": {"name": "default"},
+    }
+    apply(api, broker, ns)
+    create_rc(api, ns, rc("vc", base_spec()))
+    operator("deployment")
+    obj = await asyncio.to_thread(
+        wait_for, ready(api, ns, "vc", status="False", reason="SinkNotReady"), 30, "SinkNotReady"
+    )
+    assert f"Broker {ns}/default" in condition(obj, "Ready")["message"]
+
+    broker_status = f"/apis/eventing.knative.dev/v1/namespaces/{ns}/brokers/default/status"
+    url1 = f"http://broker-ingress.knative-eventing.svc.cluster.local/{ns}/default"
+    request(
+        api,
+        "PATCH",
+        broker_status,
+        body={"status": {"address": {"url": url1}}},
+        content_type="application/merge-patch+json",
+    )
+    obj = await asyncio.to_thread(
+        wait_for,
+        lambda: (o := get_rc(api, ns, "vc")) and o["status"].get("sinkUri") == url1 and o,
+        20,
+        "sinkUri",
+    )
+    assert condition(obj, "SinkResolved")["status"] == "True"
+    hash1 = obj["status"]["configHash"]
+
+    url2 = f"http://other-ingress.example.svc.cluster.local/{ns}/default"
+    request(
+        api,
+        "PATCH",
+        broker_status,
+        body={"status": {"address": {"url": url2}}},
+        content_type="application/merge-patch+json",
+    )
+    obj = await asyncio.to_thread(
+        wait_for,
+        lambda: (o := get_rc(api, ns, "vc")) and o["status"].get("sinkUri") == url2 and o,
+        20,
+        "re-resolved sinkUri",
+    )
+    assert obj["status"]["configHash"] != hash1
+    secret = request(
+        api, "GET", f"/api/v1/namespaces/{ns}/secrets/{resources.config_secret_name('vc')}"
+    )
+    rendered = yaml.safe_load(base64.b64decode(secret["data"]["config.yaml"]))
+    assert rendered["eventProcessor"]["knative"]["destination"] == {"uri": url2}
+
+    # a plain v1 Service: its cluster DNS name
+    apply(
+        api,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "display"},
+            "spec": {"ports": [{"port": 8080}]},
+        },
+        ns,
+    )
+    spec = base_spec()
+    spec["eventProcessor"]["knative"]["destination"] = {
+        "ref": {"apiVersion": "v1", "kind": "Service", "name": "display"}
+    }
+    create_rc(api, ns, rc("svc", spec))
+    want = f"http://display.{ns}.svc.cluster.local:8080"
+    await asyncio.to_thread(
+        wait_for,
+        lambda: (get_rc(api, ns, "svc") or {}).get("status", {}).get("sinkUri") == want,
+        20,
+        "Service sinkUri",
+    )
+    # a ref to a kind the cluster does not serve: an actionable reason
+    spec["eventProcessor"]["knative"]["destination"]["ref"] = {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "name": "fn",
+    }
+    create_rc(api, ns, rc("ksvc", spec))
+    obj = await asyncio.to_thread(
+        wait_for, ready(api, ns, "ksvc", status="False", reason="SinkNotFound"), 20, "SinkNotFound"
+    )
+    assert "serving.knative.dev/v1" in condition(obj, "Ready")["message"]
+
+
+# --- the router itself: in-process and the deployment's pod command -----------------------------
+
+
+async def _wait_messages(sink: CloudEventSink, want: set[str], timeout: float) -> None:  # noqa: ASYNC109
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        got = {(e.data or {}).get("Message") for e in sink.events}
+        if want <= got:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"missing at the sink: {sorted(want - got)[:10]} ...")
+        await asyncio.sleep(0.1)
+
+
+def vcsim_spec(sim: VCSim, sink_url: str) -> dict[str, Any]:
+    host_port = sink_url.split("://", 1)[1].rstrip("/")
+    host, _, port = host_port.partition(":")
+    return {
+        "eventProvider": {
+            "type": "vcenter",
+            "name": "vcsim",
+            "vcenter": {
+                "address": sim.url,
+                "insecureSSL": True,
+                "auth": {"type": "basic_auth", "secretRef": {"name": "vc-creds"}},
+            },
+        },
+        "eventProcessor": {
+            "type": "knative",
+            "name": "sink",
+            "knative": {
+                "encoding": "structured",
+                "destination": {"uri": {"scheme": "http", "host": host, "port": int(port)}},
+            },
+        },
+        "checkpoint": {"periodSeconds": 0.5},
+    }
+
+
+async def test_inprocess_end_to_end_with_restart_loses_nothing(
+    api: client.ApiClient, namespace: str, operator: Any
+) -> None:
+    ns = namespace
+    with VCSim() as sim:
+        async with CloudEventSink() as sink:
+            apply(api, basic_secret("vc-creds", sim.username, sim.password), ns)
+            create_rc(api, ns, rc("vcsim", vcsim_spec(sim, sink.url)))
+            op = operator("inprocess")
+            obj = await asyncio.to_thread(
+                wait_for, ready(api, ns, "vcsim"), 40, "in-process router Ready"
+            )
+            assert obj["status"]["runtime"] == "inprocess"
+            si = await asyncio.to_thread(sim.connect)
+            await asyncio.to_thread(post_general_events, si, 20, "before")
+            await _wait_messages(sink, {f"before-{i}" for i in range(20)}, 30)
+            cm_path = (
+                f"/api/v1/namespaces/{ns}/configmaps/{resources.checkpoint_configmap_name('vcsim')}"
+            )
+            await asyncio.to_thread(
+                wait_for,
+                lambda: (get_obj(api, cm_path) or {}).get("data"),
+                20,
+                "checkpoint in the ConfigMap",
+            )
+
+            # operator down (graceful: final checkpoint); events keep happening
+            assert op.stop() == 0, op.log()
+            await asyncio.to_thread(post_general_events, si, 20, "during")
+            seen_before_restart = len(sink.events)
+            operator("inprocess")
+            await _wait_messages(sink, {f"during-{i}" for i in range(20)}, 40)
+            await asyncio.to_thread(post_general_events, si, 5, "after")
+            await _wait_messages(sink, {f"after-{i}" for i in range(5)}, 30)
+            msgs = [(e.data or {}).get("Message") for e in sink.events]
+            # resumed from the checkpoint: nothing lost, and the old events were not replayed
+            assert msgs.count("before-0") == 1, "resumed from the checkpoint, not from the start"
+            assert len(sink.events) >= seen_before_restart + 25
+
+
+async def test_rendered_deployment_runs_locally(
+    api: client.ApiClient, namespace: str, operator: Any, tmp_path: Path, testenv: Any
+) -> None:
+    """The Deployment the operator renders passes API validation (it was created), and its
+    pod's command, env and mounted config run the real router (here, on this machine)."""
+    ns = namespace
+    metrics_port = free_port()
+    with VCSim() as sim:
+        async with CloudEventSink() as sink:
+            apply(api, basic_secret("vc-creds", sim.username, sim.password), ns)
+            spec = vcsim_spec(sim, sink.url)
+            spec["metricsProvider"] = {
+                "name": "m",
+                "default": {"bindAddress": f"127.0.0.1:{metrics_port}"},
+            }
+            create_rc(api, ns, rc("pod", spec))
+            operator("deployment")
+            name = dep_name("pod")
+            dep = await asyncio.to_thread(
+                wait_for,
+                lambda: get_obj(api, f"/apis/apps/v1/namespaces/{ns}/deployments/{name}"),
+                30,
+                "the Deployment",
+            )
+            pod = dep["spec"]["template"]["spec"]
+            (container,) = pod["containers"]
+            # what the kubelet would mount: the config Secret at /etc/event-router
+            secret = request(
+                api,
+                "GET",
+                f"/api/v1/namespaces/{ns}/secrets/{pod['volumes'][0]['secret']['secretName']}",
+            )
+            mount = tmp_path / "etc-event-router"
+            mount.mkdir()
+            for key, value in secret["data"].items():
+                (mount / key).write_bytes(base64.b64decode(value))
+            cmd = [
+                str(Path(sys.executable).parent / container["command"][0]),
+                *[a.replace(resources.CONFIG_DIR, str(mount)) for a in container["command"][1:]],
+            ]
+            env = {**os.environ, "KUBECONFIG": testenv.kubeconfig}
+            for e in container["env"]:
+                env[e["name"]] = e.get("value") or ns  # fieldRef metadata.namespace
+            log = (tmp_path / "router.log").open("wb")
+            router = subprocess.Popen(  # noqa: ASYNC220 - a long-running child, not awaited
+                cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+            try:
+                probe = container["readinessProbe"]["httpGet"]["path"]
+
+                def readyz() -> bool:
+                    try:
+                        return (
+                            httpx.get(
+                                f"http://127.0.0.1:{metrics_port}{probe}", timeout=1
+                            ).status_code
+                            == 200
+                        )
+                    except httpx.HTTPError:
+                        return False
+
+                await asyncio.to_thread(wait_for, readyz, 30, "the router's /readyz")
+                si = await asyncio.to_thread(sim.connect)
+                await asyncio.to_thread(post_general_events, si, 5, "pod")
+                await _wait_messages(sink, {f"pod-{i}" for i in range(5)}, 30)
+                cm = resources.checkpoint_configmap_name("pod")
+                cm_path = f"/api/v1/namespaces/{ns}/configmaps/{cm}"
+                await asyncio.to_thread(
+                    wait_for,
+                    lambda: (get_obj(api, cm_path) or {}).get("data"),
+                    20,
+                    "the router's checkpoint in its ConfigMap",
+                )
+            finally:
+                router.terminate()
+                router.wait(15)
+                log.close()
+                sys.stderr.write((tmp_path / "router.log").read_text(errors="replace")[-3000:])
