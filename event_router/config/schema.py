@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from event_router.config.models import RouterConfig, RouterConfigResource
+from event_router.config.models import AUTH_BLOCKS, RouterConfig, RouterConfigResource
 
 SCHEMA_PATH = Path(__file__).with_name("routerconfig.schema.json")
 SCHEMA_ID = "https://github.com/vmware-samples/event-router/routerconfig.schema.json"
@@ -32,6 +32,7 @@ def build_schema() -> dict[str, Any]:
         by_alias=True,
         ref_template="#/$defs/{model}",
     )
+    _add_cross_field_rules(top["$defs"])
     schema: dict[str, Any] = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
@@ -47,6 +48,44 @@ def build_schema() -> dict[str, Any]:
         "$defs": top["$defs"],
     }
     return schema
+
+
+def _type_blocks(blocks: dict[str, str]) -> list[dict[str, Any]]:
+    """``if type == t then the t block is required and the others are absent``."""
+    rules: list[dict[str, Any]] = []
+    for type_, block in blocks.items():
+        others = [b for b in blocks.values() if b != block]
+        rules.append(
+            {
+                "if": {"properties": {"type": {"const": type_}}, "required": ["type"]},
+                "then": {
+                    "required": [block],
+                    "not": {"anyOf": [{"required": [o]} for o in others]},
+                },
+            }
+        )
+    return rules
+
+
+def _add_cross_field_rules(defs: dict[str, Any]) -> None:
+    """What editors can check beyond field types: the block matching ``type``, the auth
+    sub-object matching its type, exactly one of ``uri``/``ref``."""
+    defs["EventProvider"]["allOf"] = _type_blocks(
+        {"vcenter": "vcenter", "horizon": "horizon", "webhook": "webhook", "vcsim": "vcsim"}
+    )
+    defs["EventProcessor"]["allOf"] = _type_blocks(
+        {"knative": "knative", "openfaas": "openfaas", "aws_event_bridge": "awsEventBridge"}
+    )
+    auth_blocks = ["basicAuth", "awsAccessKeyAuth", "activeDirectoryAuth"]
+    auth_rules = []
+    for type_, block in AUTH_BLOCKS.items():
+        others = [b for b in auth_blocks if b != block]
+        then: dict[str, Any] = {"not": {"anyOf": [{"required": [o]} for o in others]}}
+        if block:
+            then["required"] = [block]
+        auth_rules.append({"if": {"properties": {"type": {"const": type_}}}, "then": then})
+    defs["Auth"]["allOf"] = auth_rules
+    defs["Destination"]["oneOf"] = [{"required": ["uri"]}, {"required": ["ref"]}]
 
 
 def render() -> str:

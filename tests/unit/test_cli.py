@@ -310,3 +310,16 @@ async def test_sigterm_with_events_in_flight_delivers_them_and_exits_0(
         messages = lines
     assert any("received SIGTERM" in m for m in messages)
     assert any("router stopped" in m for m in messages)
+
+
+def test_startup_error_exits_1_with_the_reason(tmp_path: Path) -> None:
+    # a knative ref needs the operator to resolve it: standalone, that is a startup error
+    data = yaml.safe_load((ROOT / "examples" / "webhook-knative.yaml").read_text())
+    data["eventProvider"]["webhook"]["bindAddress"] = f"127.0.0.1:{free_port()}"
+    data["metricsProvider"]["default"]["bindAddress"] = f"127.0.0.1:{free_port()}"
+    result = run("-config", str(write(tmp_path, data)), "-log-json", timeout=30)
+    assert result.returncode == 1, result.stderr
+    entries = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    failed = [e for e in entries if e["level"] == "error"]
+    assert failed and "eventProcessor.knative.destination.ref" in failed[0]["msg"]
+    assert "webhook-pass" not in result.stderr

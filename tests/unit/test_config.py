@@ -395,3 +395,21 @@ def test_schema_rejects_unknown_field_and_bad_enum() -> None:
     data = example("vcenter-knative.yaml")
     data["eventProcessor"]["knative"]["encoding"] = "json"
     assert not validator.is_valid(data)
+
+
+@pytest.mark.parametrize(
+    ("edits", "what"),
+    [
+        ({"eventProvider.type": "horizon"}, "provider block does not match type"),
+        ({"eventProcessor.openfaas": {"address": "http://gw:8080"}}, "second processor block"),
+        ({f"{DEST}.uri": "http://x"}, "both uri and ref"),
+        ({f"{VC}.auth.type": "aws_iam_role"}, "aws_iam_role with basicAuth"),
+        ({f"{VC}.auth.basicAuth": DROP}, "basic_auth without basicAuth"),
+    ],
+)
+def test_schema_checks_cross_field_rules_for_editors(edits: dict[str, Any], what: str) -> None:
+    validator = jsonschema.Draft202012Validator(build_schema())
+    data = example(VK)
+    for path, value in edits.items():
+        edit(data, path, value)
+    assert not validator.is_valid(data), what
