@@ -262,7 +262,12 @@ class EventBridgeProcessor(Processor):
         self._outstanding.add(entry)
         self._pending.append(entry)
         self._kick.set()
-        await entry.future
+        try:
+            await entry.future
+        except asyncio.CancelledError:
+            # the caller gave up; the entry may still be sent, its outcome is not awaited
+            entry.future.add_done_callback(_consume)
+            raise
 
     # --- batching --------------------------------------------------------------------
 
@@ -498,6 +503,11 @@ def _classify_call_error(err: Exception) -> tuple[bool, str]:
     if isinstance(err, BotoCoreError):
         return True, f"PutEvents failed: {type(err).__name__}: {err}"
     return False, f"PutEvents failed: {type(err).__name__}: {err}"
+
+
+def _consume(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _parse_time(value: Any) -> datetime | None:
