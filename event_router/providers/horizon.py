@@ -309,6 +309,8 @@ class HorizonProvider(Provider):
         self.cursor: Cursor | None = None
         #: width (ms) of the next window while streaming a backlog; None = up to now
         self._span: int | None = None
+        #: while in a backlog: time of the newest event known to exist
+        self._backlog_until: int | None = None
         self.tracker: CheckpointTracker[Position] = CheckpointTracker()
         self.store: CheckpointStore | None = self._make_store()
         self.checkpoint: Checkpoint | None = None
@@ -438,7 +440,7 @@ class HorizonProvider(Provider):
             log.info("horizon: no audit events yet; streaming from the first one")
         else:
             t = int(newest[0]["time"])
-            at_t, _ = await self._fetch_window(t, t)
+            at_t, _, _ = await self._fetch_window(t, t)
             cursor = Cursor(t, sorted({k[1] for e in at_t if (k := _event_key(e)) and k[0] == t}))
             log.info("horizon: no checkpoint; streaming events after %s", rfc3339_millis(t))
         self.cursor = cursor
@@ -473,19 +475,27 @@ class HorizonProvider(Provider):
         cursor = self.cursor
         assert cursor is not None
         upper = int(time.time() * 1000) + FUTURE_MS
-        wanted = upper if self._span is None else min(upper, cursor.time + self._span)
-        events, to_ms = await self._fetch_window(cursor.time, wanted)
+        # in a backlog, windows stay below the newest event known to exist (Horizon's
+        # clock, not ours); the last window of a backlog reaches up to "now" again
+        wanted = upper
+        if self._span is not None and self._backlog_until is not None:
+            if cursor.time + self._span < self._backlog_until:
+                wanted = cursor.time + self._span
+        events, to_ms, newest = await self._fetch_window(cursor.time, wanted)
+        if newest is not None:
+            self._backlog_until = max(self._backlog_until or newest, newest)
         caught_up = to_ms >= upper
         if caught_up:
-            self._span = None
+            self._span = self._backlog_until = None
         else:  # in a backlog: next window as wide as this one (twice, if it was not full)
             span = max(1, to_ms - cursor.time)
             self._span = span * 2 if to_ms == wanted else span
         fresh = new_events(events, cursor)
         for event in fresh:
             await self._publish(publisher, event)
-        if not fresh and not caught_up:
-            # a window of the backlog held nothing new: everything up to to_ms was seen
+        if not fresh and self._backlog_until is not None and to_ms < self._backlog_until:
+            # a window of the backlog held nothing new, and newer events exist: everything
+            # up to to_ms was seen (the same guarantee as moving past a delivered event)
             self.cursor = Cursor(to_ms + 1, [])
         if fresh:
             log.debug(
@@ -539,19 +549,26 @@ class HorizonProvider(Provider):
             raise HorizonAPIError(f"audit events: expected a JSON array, got {type(body).__name__}")
         return [e for e in body if isinstance(e, dict)]
 
-    async def _fetch_window(self, from_ms: int, to_ms: int) -> tuple[list[dict[str, Any]], int]:
+    async def _fetch_window(
+        self, from_ms: int, to_ms: int
+    ) -> tuple[list[dict[str, Any]], int, int | None]:
         """All events with from_ms <= time <= to_ms (to_ms narrowed while the window holds
-        more than max_window_events). Returns the events (newest first) and the to_ms used."""
+        more than max_window_events). Returns the events (newest first), the to_ms used,
+        and the time of the newest event seen when it had to narrow (else None)."""
+        newest: int | None = None
         while True:
             events, more = await self._fetch_pages(
                 between_filter(from_ms, to_ms), self.max_window_events
             )
             if not more:
-                return events, to_ms
+                return events, to_ms, newest
+            times = [k[0] for e in events if (k := _event_key(e))]
+            if times:
+                newest = max(newest or max(times), max(times))
             if to_ms <= from_ms:  # one millisecond holds more: take it all
                 events, _ = await self._fetch_pages(between_filter(from_ms, to_ms), None)
-                return events, to_ms
-            oldest = min((k[0] for e in events if (k := _event_key(e))), default=to_ms)
+                return events, to_ms, newest
+            oldest = min(times, default=to_ms)
             narrowed = oldest if from_ms <= oldest < to_ms else from_ms + (to_ms - from_ms) // 2
             log.debug(
                 "horizon: window %s..%s holds > %d events, narrowing", from_ms, to_ms, len(events)
