@@ -110,9 +110,8 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
             start = now - 30 * 60 * 1000
             for i in range(args.events):
                 server.add_event(time_ms=start + 1 + (i * 30 * 60 * 1000) // args.events)
-            Path(tmp, "horizon-127.0.0.1.json").write_text(
-                json.dumps({"lastEventTime": start, "idsAtLastTime": []})
-            )
+            checkpoint = json.dumps({"lastEventTime": start, "idsAtLastTime": []})
+            await asyncio.to_thread(Path(tmp, "horizon-127.0.0.1.json").write_text, checkpoint)
             provider = HorizonProvider(RouterContext(config(server.url, tmp, 1.0)))
             publisher = TimingPublisher()
             log(f"backlog: {args.events} events")
@@ -151,6 +150,7 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
                     publisher.published[str(e["id"])] - t_add, 3
                 )
                 figures["duplicates"] = publisher.calls - len(publisher.published)
+                figures["idle_backoff_max_s"] = provider.idle_max_delay
             finally:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
