@@ -1,3 +1,3 @@
-"""event-router: vSphere and Horizon events as CloudEvents, delivered to Knative, OpenFaaS or EventBridge."""
+"""event-router: vSphere and Horizon events as CloudEvents, delivered to serverless functions."""
 
 __version__ = "0.1.0"

@@ -21,7 +21,9 @@ def processor_class(type_: str) -> type[Processor]:
         target = REGISTRY[type_]
     except KeyError:
         allowed = ", ".join(sorted(REGISTRY))
-        raise ValueError(f"eventProcessor.type: unknown processor {type_!r} (allowed: {allowed})") from None
+        raise ValueError(
+            f"eventProcessor.type: unknown processor {type_!r} (allowed: {allowed})"
+        ) from None
     module, _, name = target.partition(":")
     cls: type[Processor] = getattr(importlib.import_module(module), name)
     return cls

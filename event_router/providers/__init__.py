@@ -22,7 +22,9 @@ def provider_class(type_: str) -> type[Provider]:
         target = REGISTRY[type_]
     except KeyError:
         allowed = ", ".join(sorted(REGISTRY))
-        raise ValueError(f"eventProvider.type: unknown provider {type_!r} (allowed: {allowed})") from None
+        raise ValueError(
+            f"eventProvider.type: unknown provider {type_!r} (allowed: {allowed})"
+        ) from None
     module, _, name = target.partition(":")
     cls: type[Provider] = getattr(importlib.import_module(module), name)
     return cls
