@@ -79,7 +79,7 @@ RETRYABLE_CALL_ERRORS = frozenset(
 )
 
 _RULE_ARN = re.compile(
-    r"^arn:(?P<partition>[\w-]+):events:(?P<region>[\w-]+):(?P<account>\d{12}):"
+    r"^arn:(?P<partition>[\w-]+):events:(?P<region>[\w-]*):(?P<account>\d*):"
     r"rule/(?:(?P<bus>[^/]+)/)?(?P<name>[^/]+)$"
 )
 _BUS_ARN = re.compile(r"^arn:[\w-]+:events:[\w-]+:\d{12}:event-bus/(?P<name>[^/]+)$")
@@ -418,6 +418,17 @@ class EventBridgeProcessor(Processor):
             ) from None
 
     def _find_rule(self) -> dict[str, Any]:
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            return self._find_rule_unguarded()
+        except BotoCoreError as err:  # no credentials, endpoint unreachable, ...
+            raise EventBridgeSetupError(
+                f"{FIELD}: cannot read rule {self.cfg.ruleARN} from "
+                f"{self.cfg.endpoint or 'AWS'} ({type(err).__name__}: {err})"
+            ) from None
+
+    def _find_rule_unguarded(self) -> dict[str, Any]:
         """DescribeRule by name; if the ARN differs, search ListRules (paginated) by ARN."""
         from botocore.exceptions import ClientError
 

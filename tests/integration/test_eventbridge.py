@@ -573,3 +573,14 @@ def to_json_str(event: CloudEvent) -> str:
     from cloudevents.conversion import to_json
 
     return to_json(event).decode()
+
+
+async def test_unreachable_endpoint_at_start_is_a_startup_error() -> None:
+    port = free_port()  # nothing listens there
+    arn = f"arn:aws:events:{REGION}:{ACCOUNT}:rule/b/r"
+    proc = EventBridgeProcessor(router_context(f"http://127.0.0.1:{port}", "b", arn))
+    with pytest.raises(
+        EventBridgeSetupError, match=r"cannot read rule .* \(EndpointConnectionError"
+    ):
+        await proc.start()
+    await proc.close()
