@@ -68,9 +68,15 @@ class ProcessorSlot:
         queue_size: int = DEFAULT_QUEUE_SIZE,
         filter: EventFilter | None = None,
         name: str | None = None,
+        max_in_flight: int | None = None,
     ) -> None:
         if queue_size < 1:
             raise ValueError(f"queue_size: must be >= 1 (got {queue_size})")
+        limit = processor.max_in_flight if max_in_flight is None else max_in_flight
+        if limit < 1:
+            raise ValueError(f"max_in_flight: must be >= 1 (got {limit})")
+        #: events handed to the processor at once; 1 keeps delivery order
+        self.max_in_flight = limit
         self.processor = processor
         self.name = name or processor.type
         self.filter = filter
@@ -316,7 +322,7 @@ class Router:
 
     async def _work(self, slot: ProcessorSlot) -> None:
         queue = slot.queue
-        limit = max(1, int(getattr(slot.processor, "max_in_flight", 1)))
+        limit = slot.max_in_flight
         if limit == 1:
             while True:
                 entry = await queue.get()

@@ -161,7 +161,7 @@ class KnativeProcessor(Processor):
 
     async def start(self) -> None:
         self._url = destination_url(self.cfg)
-        auth: aiohttp.BasicAuth | None = None
+        headers = {"User-Agent": "event-router"}
         if self.cfg.auth is not None:
             a = self.cfg.auth
             if a.type != "basic_auth" or a.basicAuth is None:
@@ -169,15 +169,15 @@ class KnativeProcessor(Processor):
                     f"{FIELD}.auth.type: only basic_auth is supported for knative "
                     f"(got {a.type!r}; allowed: basic_auth with {FIELD}.auth.basicAuth)"
                 )
-            auth = aiohttp.BasicAuth(a.basicAuth.username, a.basicAuth.password.get_secret_value())
+            secret = f"{a.basicAuth.username}:{a.basicAuth.password.get_secret_value()}"
+            headers["Authorization"] = "Basic " + base64.b64encode(secret.encode()).decode()
         ssl_ctx = self.context.ssl_context(self.cfg.insecureSSL)
         self._session = aiohttp.ClientSession(
-            auth=auth,
             connector=aiohttp.TCPConnector(limit=16, ssl=ssl_ctx, keepalive_timeout=30),
             timeout=aiohttp.ClientTimeout(total=self.timeout),
             trust_env=False,
             skip_auto_headers=("User-Agent",),
-            headers={"User-Agent": "event-router"},
+            headers=headers,
         )
         log.info("knative: delivering to %s (%s encoding)", self.address(), self.cfg.encoding)
 

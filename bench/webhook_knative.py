@@ -1,0 +1,374 @@
+"""Benchmark: webhook provider -> router -> knative processor -> local sink.
+
+Three processes: the router (the ``event-router`` CLI with a generated config, so its RSS
+is read from /proc), a CloudEvents sink (aiohttp, acknowledges 202 and records arrival
+times), and this driver (concurrent aiohttp clients posting binary-mode CloudEvents).
+
+Phases: warm-up; throughput (concurrent clients as fast as they can, sustained events/s =
+events delivered to the sink / wall time); latency at a fixed rate (open-loop pacing at
+500 events/s, end-to-end latency = sink arrival - client send, both CLOCK_MONOTONIC on
+this machine); RSS of the router (VmRSS and peak VmHWM).
+
+Progress goes to stderr; the last stdout line is one JSON object of figures.
+
+    .venv/bin/python -m bench.webhook_knative [--events 20000] [--clients 32]
+        [--rate 500] [--seconds 10] [--encoding binary|structured]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+SENT_ATTR = "benchsent"
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- sink process ---------------------------------------------------------------------
+
+
+def run_sink(port: int) -> None:
+    """A minimal CloudEvents sink: 202 for every POST, records (id, latency)."""
+    arrivals: list[tuple[str, int]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        await request.read()
+        now = time.monotonic_ns()
+        sent = request.headers.get("ce-" + SENT_ATTR)
+        if sent is None:  # structured mode
+            body = json.loads(await request.read())
+            sent = body.get(SENT_ATTR)
+        arrivals.append((request.headers.get("ce-id", ""), now - int(sent or now)))
+        return web.Response(status=202)
+
+    async def results(request: web.Request) -> web.Response:
+        data = {"count": len(arrivals), "latencies_ns": [lat for _, lat in arrivals]}
+        if request.query.get("reset"):
+            arrivals.clear()
+        return web.json_response(data)
+
+    async def count(request: web.Request) -> web.Response:
+        return web.json_response({"count": len(arrivals)})
+
+    app = web.Application()
+    app.router.add_post("/", receive)
+    app.router.add_get("/results", results)
+    app.router.add_get("/count", count)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+# --- driver ---------------------------------------------------------------------------
+
+
+ROUTER_WITH_IN_FLIGHT = """
+import asyncio, signal, sys
+from event_router.config.loader import load_config
+from event_router.core import RouterContext
+from event_router.processors import processor_class
+from event_router.router import ProcessorSlot, Router
+
+async def main():
+    context = RouterContext(load_config(sys.argv[1]))
+    proc = processor_class(context.config.eventProcessor.type)(context)
+    router = Router(context, processors=[ProcessorSlot(proc, max_in_flight=int(sys.argv[2]))])
+    await router.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await router.stop(5)
+
+asyncio.run(main())
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> tuple[int, int]:
+    rss = hwm = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1])
+        elif line.startswith("VmHWM:"):
+            hwm = int(line.split()[1])
+    return rss, hwm
+
+
+def headers_for(n: int) -> dict[str, str]:
+    return {
+        "ce-specversion": "1.0",
+        "ce-id": f"bench-{n}",
+        "ce-source": "https://vcenter.bench.local/sdk",
+        "ce-type": "com.vmware.event.router/event",
+        "ce-subject": "VmPoweredOnEvent",
+        "ce-time": "2024-05-01T10:00:00.000Z",
+        "ce-" + SENT_ATTR: str(time.monotonic_ns()),
+        "content-type": "application/json",
+    }
+
+
+BODY = json.dumps(
+    {
+        "Key": 12345,
+        "ChainId": 12345,
+        "CreatedTime": "2024-05-01T10:00:00.000Z",
+        "UserName": "VSPHERE.LOCAL\\Administrator",
+        "Datacenter": {"Name": "dc-01", "Datacenter": {"Type": "Datacenter", "Value": "dc-1"}},
+        "ComputeResource": {"Name": "cluster-01"},
+        "Host": {"Name": "esx-01.bench.local", "Host": {"Type": "HostSystem", "Value": "host-9"}},
+        "Vm": {"Name": "demo-vm-1", "Vm": {"Type": "VirtualMachine", "Value": "vm-42"}},
+        "FullFormattedMessage": "demo-vm-1 on esx-01.bench.local in dc-01 is powered on",
+    }
+).encode()
+
+
+async def wait_http(url: str, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    async with aiohttp.ClientSession() as s:
+        while True:
+            try:
+                async with s.get(url) as r:
+                    if r.status < 500:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} not up within {within}s")
+            await asyncio.sleep(0.1)
+
+
+async def sink_count(session: aiohttp.ClientSession, sink: str) -> int:
+    async with session.get(sink + "/count") as r:
+        return int((await r.json())["count"])
+
+
+async def wait_count(session: aiohttp.ClientSession, sink: str, n: int, within: float) -> None:
+    deadline = time.monotonic() + within
+    while await sink_count(session, sink) < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"sink got {await sink_count(session, sink)} of {n} events")
+        await asyncio.sleep(0.02)
+
+
+async def post_all(
+    session: aiohttp.ClientSession, url: str, start: int, total: int, clients: int
+) -> int:
+    """``clients`` concurrent posters sharing a counter; returns non-2xx count."""
+    counter = iter(range(start, start + total))
+    errors = 0
+
+    async def worker() -> None:
+        nonlocal errors
+        for n in counter:
+            async with session.post(url, headers=headers_for(n), data=BODY) as r:
+                await r.read()
+                if r.status >= 300:
+                    errors += 1
+
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return errors
+
+
+async def paced(
+    session: aiohttp.ClientSession, url: str, start: int, rate: float, seconds: float
+) -> int:
+    """Open loop: one POST every 1/rate s regardless of answers; returns events sent."""
+    total = int(rate * seconds)
+    interval = 1.0 / rate
+    t0 = time.monotonic()
+    tasks = []
+    errors = 0
+
+    async def one(n: int) -> None:
+        nonlocal errors
+        async with session.post(url, headers=headers_for(n), data=BODY) as r:
+            await r.read()
+            if r.status >= 300:
+                errors += 1
+
+    for i in range(total):
+        delay = t0 + i * interval - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(start + i)))
+    await asyncio.gather(*tasks)
+    if errors:
+        log(f"paced phase: {errors} non-2xx answers")
+    return total
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    k = min(len(values) - 1, max(0, round(p / 100 * (len(values) - 1))))
+    return values[k]
+
+
+async def drive(args: argparse.Namespace) -> dict[str, Any]:
+    sink_port, hook_port, metrics_port = free_port(), free_port(), free_port()
+    sink = f"http://127.0.0.1:{sink_port}"
+    hook = f"http://127.0.0.1:{hook_port}/webhook"
+    tmp = Path(tempfile.mkdtemp(prefix="bench-er-"))
+    config = tmp / "config.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "apiVersion": "event-router.vmware.com/v1alpha1",
+                "kind": "RouterConfig",
+                "metadata": {"name": "bench"},
+                "eventProvider": {
+                    "type": "webhook",
+                    "name": "bench-webhook",
+                    "webhook": {"bindAddress": f"127.0.0.1:{hook_port}", "path": "/webhook"},
+                },
+                "eventProcessor": {
+                    "type": "knative",
+                    "name": "bench-sink",
+                    "knative": {"destination": {"uri": sink + "/"}, "encoding": args.encoding},
+                },
+                "metricsProvider": {
+                    "type": "default",
+                    "name": "bench-metrics",
+                    "default": {"bindAddress": f"127.0.0.1:{metrics_port}"},
+                },
+            }
+        )
+    )
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    sink_proc = subprocess.Popen(  # noqa: ASYNC220 - starting a process does not block
+        [sys.executable, "-m", "bench.webhook_knative", "--sink", str(sink_port)], env=env
+    )
+    profile = os.environ.get("BENCH_PROFILE")  # a path: cProfile the router into it
+    python = [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else [])]
+    if args.max_in_flight == 1:
+        # the default, ordered delivery: exactly what a user runs
+        command = [*python, "-m", "event_router.cli", "-config", str(config), "-log-level", "warn"]
+    else:
+        # Router with a wider processor slot (not a config field today)
+        command = [*python, "-c", ROUTER_WITH_IN_FLIGHT, str(config), str(args.max_in_flight)]
+    router_proc = subprocess.Popen(  # noqa: ASYNC220 - starting a process does not block
+        command,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        await wait_http(sink + "/count")
+        await wait_http(f"http://127.0.0.1:{metrics_port}/readyz")
+        log(f"router pid {router_proc.pid} ready; sink pid {sink_proc.pid}")
+        connector = aiohttp.TCPConnector(limit=args.clients)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            # warm-up
+            await post_all(session, hook, 0, 500, args.clients)
+            await wait_count(session, sink, 500, 30)
+            async with session.get(sink + "/results?reset=1") as r:
+                await r.read()
+            rss_idle, _ = rss_kib(router_proc.pid)
+
+            # throughput
+            log(f"throughput: {args.events} events, {args.clients} concurrent clients")
+            cpu0 = cpu_seconds(router_proc.pid)
+            t0 = time.monotonic()
+            errors = await post_all(session, hook, 1000, args.events, args.clients)
+            t_posted = time.monotonic() - t0
+            await wait_count(session, sink, args.events - errors, 120)
+            elapsed = time.monotonic() - t0
+            cpu_per_event_us = (cpu_seconds(router_proc.pid) - cpu0) / args.events * 1e6
+            rss_busy, _ = rss_kib(router_proc.pid)
+            async with session.get(sink + "/results?reset=1") as r:
+                tp = await r.json()
+            events_per_s = tp["count"] / elapsed
+            log(
+                f"throughput: {tp['count']} delivered in {elapsed:.2f}s "
+                f"(posted in {t_posted:.2f}s) = {events_per_s:.0f} events/s, {errors} refused, "
+                f"router CPU {cpu_per_event_us:.0f} us/event"
+            )
+
+            # latency at a fixed rate
+            log(f"latency: {args.rate:.0f} events/s for {args.seconds:.0f}s")
+            sent = await paced(session, hook, 10_000_000, args.rate, args.seconds)
+            await wait_count(session, sink, sent, 60)
+            async with session.get(sink + "/results?reset=1") as r:
+                lat = await r.json()
+            ms = [v / 1e6 for v in lat["latencies_ns"]]
+            p50, p99 = pct(ms, 50), pct(ms, 99)
+            log(f"latency: p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {max(ms):.2f} ms")
+            rss_after, hwm = rss_kib(router_proc.pid)
+        return {
+            "events_per_s": round(events_per_s, 1),
+            "p50_ms": round(p50, 2),
+            "p99_ms": round(p99, 2),
+            "mean_ms": round(statistics.fmean(ms), 2),
+            "max_ms": round(max(ms), 2),
+            "rss_mib": round(max(rss_idle, rss_busy, rss_after) / 1024, 1),
+            "rss_idle_mib": round(rss_idle / 1024, 1),
+            "rss_peak_mib": round(hwm / 1024, 1),
+            "router_cpu_us_per_event": round(cpu_per_event_us, 1),
+            "max_in_flight": args.max_in_flight,
+            "load_avg_1m": os.getloadavg()[0],
+            "throughput_events": tp["count"],
+            "refused": errors,
+            "clients": args.clients,
+            "rate": args.rate,
+            "latency_events": len(ms),
+            "encoding": args.encoding,
+            "cpus": os.cpu_count(),
+        }
+    finally:
+        for proc in (router_proc, sink_proc):
+            proc.terminate()
+        for proc in (router_proc, sink_proc):
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--encoding", choices=("binary", "structured"), default="binary")
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=1,
+        help="events the knative processor may deliver at once (1 = ordered, the default)",
+    )
+    args = parser.parse_args()
+    if args.sink:
+        run_sink(args.sink)
+        return
+    figures = asyncio.run(drive(args))
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
