@@ -72,8 +72,9 @@ class OpenFaaSGateway:
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._in_flight: dict[str, int] = {}
-        #: highest number of concurrent invocations seen per function
+        #: highest number of concurrent invocations seen per function, and over all
         self.max_concurrency: dict[str, int] = {}
+        self.max_total_concurrency = 0
 
     # --- control ---------------------------------------------------------------------
 
@@ -203,6 +204,7 @@ class OpenFaaSGateway:
             return web.Response(status=202, headers={"X-Call-Id": call_id})
         self._in_flight[name] = self._in_flight.get(name, 0) + 1
         self.max_concurrency[name] = max(self.max_concurrency.get(name, 0), self._in_flight[name])
+        self.max_total_concurrency = max(self.max_total_concurrency, sum(self._in_flight.values()))
         try:
             if fn.delay:
                 await asyncio.sleep(fn.delay)

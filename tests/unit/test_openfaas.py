@@ -294,20 +294,17 @@ async def test_order_is_kept_per_function_while_functions_run_in_parallel() -> N
         proc = await started(context(gw.url))
         try:
             # the router calls process up to max_in_flight times concurrently, in order
-            started_at = time.perf_counter()
+            assert proc.max_in_flight > 1
             tasks = [
                 asyncio.create_task(proc.process(event("VmPoweredOnEvent", n))) for n in range(10)
             ]
             await asyncio.gather(*tasks)
-            elapsed = time.perf_counter() - started_at
         finally:
             await proc.close()
     for fn in ("slow-a", "slow-b"):
         assert [json.loads(i.body)["id"] for i in gw.calls(fn)] == [f"id-{n}" for n in range(10)]
-        assert gw.max_concurrency[fn] == 1
-    # the two functions were served side by side: well under 2 x 10 x 20 ms
-    assert elapsed < 0.36, elapsed
-    assert proc.max_in_flight > 1
+        assert gw.max_concurrency[fn] == 1  # one at a time per function
+    assert gw.max_total_concurrency == 2  # the two functions were served side by side
 
 
 async def test_events_through_the_router_reach_subscribed_functions() -> None:
