@@ -149,3 +149,34 @@ async def test_vcenter_provider_checkpoints_to_configmap(
         second = Pub()
         await run_until(second, "two", 3)
         assert [m for m in second.messages if m.startswith("one")] == []  # resumed
+
+
+async def test_conflict_is_re_read_and_retried(
+    k8s_client: client.ApiClient, namespace: str
+) -> None:
+    """Another writer changes the ConfigMap between our read and our replace: the API
+    server answers 409 on the stale resourceVersion, we re-read and keep both changes."""
+    core = client.CoreV1Api(k8s_client)
+    core.create_namespaced_config_map(
+        namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="cp"), data={})
+    )
+
+    class RacingApi(client.CoreV1Api):
+        """The real API, plus one write by 'someone else' right after our first read."""
+
+        reads = 0
+
+        def read_namespaced_config_map(  # type: ignore[override]
+            self, name: str, namespace: str, **kw: Any
+        ) -> Any:
+            cm = super().read_namespaced_config_map(name, namespace, **kw)
+            self.reads += 1
+            if self.reads == 1:
+                core.patch_namespaced_config_map(name, namespace, {"data": {"other": "x"}})
+            return cm
+
+    api = RacingApi(k8s_client)
+    await ConfigMapStore(namespace, "cp", "mine", api=api).save({"k": 1})
+    assert api.reads == 2  # one conflict, one retry
+    data = core.read_namespaced_config_map("cp", namespace).data or {}
+    assert data == {"other": "x", "mine": json.dumps({"k": 1}, indent=2)}
