@@ -327,12 +327,14 @@ class HorizonProvider(Provider):
         return cfg.address.rstrip("/") if cfg else ""
 
     def _make_store(self) -> CheckpointStore | None:
+        """``checkpoint: true``: the runtime's store (ConfigMap under the operator), else a
+        file in ``checkpointDir``. ``checkpoint: false``: none."""
+        if not self.cfg.checkpoint:
+            return None
         factory = self.context.checkpoint_store_factory
         if factory is not None:
             return factory(f"horizon-{self.host}")
-        if self.cfg.checkpoint:
-            return FileStore(Path(self.cfg.checkpointDir) / f"horizon-{self.host}.json")
-        return None
+        return FileStore(Path(self.cfg.checkpointDir) / f"horizon-{self.host}.json")
 
     # --- run --------------------------------------------------------------------------
 

@@ -365,7 +365,11 @@ async def test_checkpoint_store_factory_is_used_when_set() -> None:
         return stores.setdefault(key, MemoryStore())
 
     async with HorizonServer(password=PASSWORD) as server:
-        provider = make_provider(make_config(server.url), checkpoint_store_factory=factory)
+        # checkpoint: false -> no store at all, even with a factory
+        unused = make_provider(make_config(server.url), checkpoint_store_factory=factory)
+        assert unused.store is None and not stores
+        config = make_config(server.url, checkpoint_dir=Path("/nonexistent/not-used"))
+        provider = make_provider(config, checkpoint_store_factory=factory)
         publisher = CollectingPublisher()
         async with running(provider, publisher):
             await wait_until(lambda: provider.ready)
