@@ -37,7 +37,7 @@ def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval:
         except ApiException as e:
             last = f"ApiException {e.status}: {e.reason}"
         if last:
-            return last  # type: ignore[no-any-return]
+            return last
         if time.monotonic() > deadline:
             raise AssertionError(
                 f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})"

@@ -54,7 +54,7 @@ class Runtime(Protocol):
 
 
 def deployment_state(
-    dep: dict[str, Any] | None, hash_: str, namespace: str, name: str
+    dep: dict[str, Any] | None, hash_: str, namespace: str, name: str, rc: str = ""
 ) -> RuntimeState:
     """Ready when the Deployment rolled out the current config hash and has an available pod."""
     where = f"Deployment {namespace}/{name}"
@@ -81,8 +81,8 @@ def deployment_state(
         True,
         False,
         "RouterStarting",
-        f"{where}: {available}/1 router pod available (updated: {updated}); "
-        "see `kubectl describe pod -l app.kubernetes.io/instance=...` if it stays so",
+        f"{where}: {available}/1 router pod available (updated: {updated}); if it stays so: "
+        f"kubectl describe pod -n {namespace} -l {resources.LABEL_RC}={rc}",
     )
 
 
@@ -106,11 +106,11 @@ class DeploymentRuntime:
                 self.kube.get, "apps/v1", "Deployment", owner.namespace, name
             )
             if dep is not None:
-                return deployment_state(dep, hash_, owner.namespace, name)
+                return deployment_state(dep, hash_, owner.namespace, name, owner.name)
         await asyncio.to_thread(self._apply_all, owner, rendered, hash_)
         self._applied[key] = digest
         dep = await asyncio.to_thread(self.kube.get, "apps/v1", "Deployment", owner.namespace, name)
-        return deployment_state(dep, hash_, owner.namespace, name)
+        return deployment_state(dep, hash_, owner.namespace, name, owner.name)
 
     def _apply_all(self, owner: Owner, rendered: dict[str, Any], hash_: str) -> None:
         self.kube.create_if_absent(resources.checkpoint_configmap(owner))

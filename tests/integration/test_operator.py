@@ -129,24 +129,41 @@ def get_obj(api: client.ApiClient, path: str) -> Any:
         raise
 
 
-def mark_available(api: client.ApiClient, ns: str, name: str) -> None:
-    """What a kubelet would report: the current template's pod is available."""
-    path = f"/apis/apps/v1/namespaces/{ns}/deployments/{name}"
-    dep = request(api, "GET", path)
-    status = {
-        "observedGeneration": dep["metadata"]["generation"],
-        "replicas": 1,
-        "updatedReplicas": 1,
-        "readyReplicas": 1,
-        "availableReplicas": 1,
-    }
-    request(
-        api,
-        "PATCH",
-        path + "/status",
-        body={"status": status},
-        content_type="application/merge-patch+json",
-    )
+def mark_available(api: client.ApiClient, ns: str, name: str, timeout: float = 30) -> None:
+    """Play the kubelet (the test control plane has none): report the Deployment's current
+    pod Running and Ready; the real ReplicaSet and Deployment controllers do the rest."""
+    dep = request(api, "GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}")
+    selector = ",".join(f"{k}={v}" for k, v in dep["spec"]["selector"]["matchLabels"].items())
+    want = dep["spec"]["template"]["metadata"]["annotations"][resources.HASH_ANNOTATION]
+
+    def current_pods() -> list[dict[str, Any]]:
+        pods = request(
+            api, "GET", f"/api/v1/namespaces/{ns}/pods", query=[("labelSelector", selector)]
+        )
+        return [
+            p
+            for p in pods["items"]
+            if not p["metadata"].get("deletionTimestamp")
+            and p["metadata"].get("annotations", {}).get(resources.HASH_ANNOTATION) == want
+        ]
+
+    pods = wait_for(current_pods, timeout, f"a pod of Deployment {ns}/{name}")
+    now = "2026-01-01T00:00:00Z"
+    for pod in pods:
+        status = {
+            "phase": "Running",
+            "conditions": [
+                {"type": t, "status": "True", "lastTransitionTime": now}
+                for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+            ],
+        }
+        request(
+            api,
+            "PATCH",
+            f"/api/v1/namespaces/{ns}/pods/{pod['metadata']['name']}/status",
+            body={"status": status},
+            content_type="application/merge-patch+json",
+        )
 
 
 # --- the CRD at the API server ---------------------------------------------------------------
@@ -245,7 +262,7 @@ async def test_deployment_runtime_ready_rolls_on_change_and_garbage_collects(
     assert any(e["reason"] == "RouterStarting" for e in events["items"])
 
     # a kubelet would now run the pod: Ready=True, visible in `kubectl get routerconfigs`
-    mark_available(api, ns, name)
+    await asyncio.to_thread(mark_available, api, ns, name)
     await asyncio.to_thread(wait_for, ready(api, ns, "vc"), 20, "Ready=True")
     (row,) = table(api, ns)
     assert row["Name"] == "vc" and row["Provider"] == "vcenter" and row["Processor"] == "knative"
@@ -337,7 +354,7 @@ async def test_missing_secret_then_created_becomes_ready(
         20,
         "CredentialsReady",
     )
-    mark_available(api, ns, dep_name("vc"))
+    await asyncio.to_thread(mark_available, api, ns, dep_name("vc"))
     obj = await asyncio.to_thread(wait_for, ready(api, ns, "vc"), 20, "Ready")
     assert obj["metadata"]["generation"] == generation and obj["metadata"]["resourceVersion"] != rv
 
