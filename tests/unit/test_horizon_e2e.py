@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -136,3 +137,30 @@ async def test_refused_event_is_resent_after_restart(tmp_path: Path) -> None:
             later = server.add_event(time_ms=t + 9)
             got = await sink.wait_for(3, timeout=10)
         assert [e["id"] for e in got] == [str(ok["id"]), str(refused["id"]), str(later["id"])]
+
+
+async def test_cli_exits_non_zero_on_wrong_credentials(tmp_path: Path) -> None:
+    """What a user running ``event-router -config`` sees: a clear error, no password."""
+    wrong = "Wr0ng-Passw0rd!"
+    async with HorizonServer(password=PASSWORD) as server:
+        config = make_config(server.url, "http://127.0.0.1:9/", tmp_path)
+        data = config.model_dump(mode="json", by_alias=True, exclude_none=True)
+        auth = data["eventProvider"]["horizon"]["auth"]["activeDirectoryAuth"]
+        auth["password"] = wrong
+        path = tmp_path / "config.json"
+        await asyncio.to_thread(path.write_text, json.dumps(data))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "event_router.cli",
+            "-config",
+            str(path),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    text = (out + err).decode()
+    assert proc.returncode not in (0, None), text
+    assert "login failed for user 'administrator' in domain 'corp'" in text
+    assert wrong not in text and PASSWORD not in text
+    assert server.failed_logins == 1
