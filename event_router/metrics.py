@@ -206,7 +206,8 @@ class RouterMetrics:
         key = (id(metric), *values)
         c = self._children.get(key)
         if c is None:
-            c = self._children[key] = metric.labels(*values, *self._extra_values)
+            labels = (*values, *self._extra_values)
+            c = self._children[key] = metric.labels(*labels) if labels else metric
         return c
 
     def render(self) -> bytes:

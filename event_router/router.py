@@ -129,7 +129,7 @@ class Router:
             # processors that retry report each retry here (see docs/router.md)
             slot.processor.retry_hook = self._retry_hook(slot)  # type: ignore[attr-defined]
         m = self.metrics
-        m.ready.set_function(lambda: 1.0 if self.ready else 0.0)
+        m.child(m.ready).set_function(lambda: 1.0 if self.ready else 0.0)
         self._closing = False
         self._closed = asyncio.Event()
         self._started = False
