@@ -25,7 +25,8 @@ patterns" and "Comparison operators" pages of the EventBridge user guide):
   ``shellstyle`` (the original router's Quamina operator: ``*`` matches any run, no
   escapes, ``**`` not allowed) and ``$or`` (a list of at least two sub-patterns).
 
-Filters other than ``exists`` and ``anything-but`` never match a missing field.
+Only ``{"exists": false}`` matches a missing field (``anything-but`` needs the field
+present; a present value that is not a string satisfies ``anything-but`` prefix/suffix).
 """
 
 from __future__ import annotations
@@ -457,7 +458,8 @@ def _compile_anything_but(arg: Any, path: str) -> Predicate:
                 f"unsupported operator {op!r} inside anything-but "
                 f"(allowed: {', '.join(_ANYTHING_BUT_OPERATORS)})",
             )
-        return lambda v: isinstance(v, str) and not positive(v)
+        # like anything-but <value>: a present field that is not such a string matches
+        return lambda v: not positive(v)
     values = arg if isinstance(arg, list) else [arg]
     if not values:
         raise PatternError(path, "anything-but needs at least one value")

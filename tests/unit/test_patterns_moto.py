@@ -204,3 +204,84 @@ def test_local_matcher_agrees_with_moto(index: int) -> None:
     # every pattern discriminates: it matches some events of the corpus and rejects others
     assert any(a for a, _ in answers), f"{pattern} matches no event"
     assert not all(a for a, _ in answers), f"{pattern} matches every event"
+
+
+# --- generated: random patterns and events in the domain where moto follows EventBridge ---
+# (no booleans, no empty objects/arrays, no arrays of objects: moto deviates there)
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+WORDS = st.sampled_from(["vm", "Vm", "VM-01", "web-01", "db", "", "Linux-7", "esx.local"])
+NUMS = st.one_of(st.integers(-5, 70), st.sampled_from([0.5, 5.0, 15.5, -3.25]))
+IPS = st.sampled_from(["10.0.0.1", "10.0.1.9", "192.168.7.7", "2001:db8::1", "fe80::2"])
+
+GEN_EVENT = st.fixed_dictionaries(
+    {},
+    optional={
+        "s": st.one_of(WORDS, st.none()),
+        "n": NUMS,
+        "ip": IPS,
+        "tags": st.lists(WORDS, min_size=1, max_size=3),
+        "obj": st.fixed_dictionaries({"s2": WORDS}),
+    },
+)
+
+STRING_FILTER = st.one_of(
+    WORDS,
+    WORDS.map(lambda w: {"prefix": w[:2]}),
+    WORDS.map(lambda w: {"suffix": w[-2:]}),
+    WORDS.map(lambda w: {"prefix": {"equals-ignore-case": w[:2].upper()}}),
+    WORDS.map(lambda w: {"equals-ignore-case": w.swapcase()}),
+    st.lists(WORDS, min_size=1, max_size=3).map(lambda ws: {"anything-but": ws}),
+    WORDS.map(lambda w: {"anything-but": {"prefix": w[:1] or "v"}}),
+    WORDS.map(lambda w: {"anything-but": {"suffix": w[-1:] or "1"}}),
+    WORDS.map(lambda w: {"anything-but": {"equals-ignore-case": w}}),
+    WORDS.map(lambda w: {"wildcard": "*" + (w[1:3] or "m") + "*"}),
+    st.booleans().map(lambda b: {"exists": b}),
+)
+NUMBER_FILTER = st.one_of(
+    NUMS,
+    st.tuples(st.sampled_from([">", ">=", "<", "<=", "="]), NUMS).map(
+        lambda t: {"numeric": [t[0], t[1]]}
+    ),
+    st.tuples(st.integers(-5, 30), st.integers(0, 40)).map(
+        lambda t: {"numeric": [">=", min(t), "<", max(t) + 1]}
+    ),
+    st.lists(st.integers(0, 70), min_size=1, max_size=3).map(lambda ns: {"anything-but": ns}),
+    st.booleans().map(lambda b: {"exists": b}),
+)
+IP_FILTER = st.one_of(
+    st.sampled_from(["10.0.0.0/24", "10.0.0.0/8", "192.168.0.0/16", "2001:db8::/32"]).map(
+        lambda c: {"cidr": c}
+    ),
+    st.booleans().map(lambda b: {"exists": b}),
+)
+
+
+def _filters(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[list[Any]]:
+    return st.lists(strategy, min_size=1, max_size=3)
+
+
+GEN_PATTERN_BODY = st.fixed_dictionaries(
+    {},
+    optional={
+        "s": _filters(STRING_FILTER),
+        "n": _filters(NUMBER_FILTER),
+        "ip": _filters(IP_FILTER),
+        "tags": _filters(STRING_FILTER),
+        "obj": st.fixed_dictionaries({"s2": _filters(STRING_FILTER)}),
+    },
+).filter(bool)
+GEN_PATTERN = st.one_of(
+    GEN_PATTERN_BODY.map(lambda b: {D: b}),
+    st.lists(GEN_PATTERN_BODY, min_size=2, max_size=3).map(lambda bs: {D: {"$or": bs}}),
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pattern=GEN_PATTERN, detail=GEN_EVENT)
+def test_generated_pairs_agree_with_moto(pattern: dict[str, Any], detail: dict[str, Any]) -> None:
+    text = json.dumps(pattern)
+    event = {"detail": detail}
+    assert compile_pattern(text).matches(event) == EventPattern.load(text).matches_event(event)
