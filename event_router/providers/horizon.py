@@ -42,6 +42,7 @@ from event_router.events.horizon import rfc3339_millis, to_cloudevent
 
 __all__ = [
     "AUDIT_EVENTS_PATH",
+    "CheckpointUnavailable",
     "Cursor",
     "HorizonAPIError",
     "HorizonLoginError",
@@ -70,6 +71,10 @@ class HorizonLoginError(Exception):
 
 class HorizonAPIError(Exception):
     """An unexpected answer from the Horizon REST API (transient: retried)."""
+
+
+class CheckpointUnavailable(Exception):
+    """The checkpoint store could not be read (e.g. the API server is down): retried."""
 
 
 # --- pure helpers -----------------------------------------------------------------------
@@ -381,7 +386,7 @@ class HorizonProvider(Provider):
                 await asyncio.sleep(error_delay)
                 error_delay = min(error_delay * 2, max(self.error_max_delay, 1.0))
                 continue
-            except (httpx.HTTPError, HorizonAPIError) as exc:
+            except (httpx.HTTPError, HorizonAPIError, CheckpointUnavailable) as exc:
                 self.ready = False
                 level = logging.DEBUG if failing else logging.WARNING
                 log.log(
@@ -448,7 +453,10 @@ class HorizonProvider(Provider):
         self.cursor = cursor
         if self.store is not None:
             self.checkpoint = self._checkpoint_for(cursor.time, list(cursor.ids))
-            await self._save()
+            try:
+                await self._save()
+            except Exception as exc:  # the periodic save retries
+                log.warning("horizon: checkpoint save to %s failed: %s", self.store.describe(), exc)
 
     async def _load_checkpoint(self) -> Checkpoint | None:
         if self.store is None:
@@ -459,6 +467,10 @@ class HorizonProvider(Provider):
             raise RuntimeError(
                 f"horizon checkpoint {self.store.describe()}: unreadable ({exc}); "
                 "fix or delete it to start after the newest event"
+            ) from exc
+        except Exception as exc:
+            raise CheckpointUnavailable(
+                f"checkpoint {self.store.describe()} not readable yet: {_describe(exc)}"
             ) from exc
         if data is None:
             return None

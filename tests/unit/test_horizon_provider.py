@@ -379,6 +379,38 @@ async def test_checkpoint_store_factory_is_used_when_set() -> None:
     assert stores["horizon-127.0.0.1"].saved[-1]["idsAtLastTime"] == [e["id"]]
 
 
+async def test_checkpoint_store_outage_at_startup_is_retried(tmp_path: Path) -> None:
+    class FlakyStore:
+        def __init__(self) -> None:
+            self.loads = 0
+            self.saved: list[Checkpoint] = []
+
+        async def load(self) -> Checkpoint | None:
+            self.loads += 1
+            if self.loads <= 2:
+                raise ConnectionRefusedError("API server not reachable")
+            return None
+
+        async def save(self, checkpoint: Checkpoint) -> None:
+            self.saved.append(checkpoint)
+
+        def describe(self) -> str:
+            return "configmap test/flaky"
+
+    store = FlakyStore()
+    async with HorizonServer(password=PASSWORD) as server:
+        config = make_config(server.url, checkpoint_dir=tmp_path)
+        provider = make_provider(config, checkpoint_store_factory=lambda _key: store)
+        publisher = CollectingPublisher()
+        async with running(provider, publisher) as task:
+            await wait_until(lambda: provider.ready)
+            assert not task.done()
+            e = server.add_event()
+            await publisher.wait_for(1)
+        assert store.loads == 3
+        assert store.saved[-1]["idsAtLastTime"] == [e["id"]]
+
+
 async def test_resume_is_limited_to_max_age(tmp_path: Path) -> None:
     async with HorizonServer(password=PASSWORD) as server:
         now = int(time.time() * 1000)
