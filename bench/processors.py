@@ -255,6 +255,14 @@ async def bench_eventbridge(n: int, delivered: int) -> dict[str, Any]:
             # phase 2: throughput; without a target moto only accepts and matches entries
             # (moto's in-process SQS delivery costs ~10 ms per entry and would be measured)
             events_api.remove_targets(Rule="bench", EventBusName=bus, Ids=["q"])
+            # idle latency: one event at a time, no batch to wait for
+            lat = []
+            for e in make_events(30):
+                t0 = time.perf_counter()
+                await proc.process(e)
+                lat.append(time.perf_counter() - t0)
+            idle_ms = 1000 * sum(lat) / len(lat)
+            log(f"eventbridge: one event at a time takes {idle_ms:.1f} ms (no lingering)")
             batches.clear()
             calls_before = proc.counters["put_events_calls"]
             elapsed, failures = await drive(proc, make_events(n))
@@ -273,6 +281,7 @@ async def bench_eventbridge(n: int, delivered: int) -> dict[str, Any]:
     return {
         "events_per_s": round(rate, 1),
         "mean_batch": round(mean, 2),
+        "idle_latency_ms": round(idle_ms, 2),
         "put_events_calls": calls,
         "batch_histogram": {str(k): v for k, v in sorted(batches.items())},
         "delivered_to_queue": in_queue,
@@ -298,6 +307,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         "openfaas_max_in_flight": OpenFaaSProcessor.max_in_flight,
         "eventbridge_events_per_s": eb["events_per_s"],
         "eventbridge_mean_batch": eb["mean_batch"],
+        "eventbridge_idle_latency_ms": eb["idle_latency_ms"],
         "eventbridge_put_events_calls": eb["put_events_calls"],
         "eventbridge_batch_histogram": eb["batch_histogram"],
         "eventbridge_delivered_to_queue": eb["delivered_to_queue"],
