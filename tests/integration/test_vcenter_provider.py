@@ -272,7 +272,7 @@ async def test_events_arrive_fast_when_caught_up(si: Any, sim: VCSim, run_provid
         await r.pub.wait(lambda i=i: bool(r.pub.messages(f"lat{i}")))
         latencies.append(time.monotonic() - t0)
         await asyncio.sleep(0.3)
-    assert max(latencies) < 0.5, latencies
+    assert max(latencies) < 1.0, latencies  # the original: 1 to 5 s
 
 
 # --- checkpoints ------------------------------------------------------------------------
