@@ -26,6 +26,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ __all__ = [
     "HorizonLoginError",
     "HorizonProvider",
     "HorizonSession",
+    "HorizonTLSError",
     "between_filter",
     "new_events",
     "validate_config",
@@ -71,6 +73,10 @@ class HorizonLoginError(Exception):
 
 class HorizonAPIError(Exception):
     """An unexpected answer from the Horizon REST API (transient: retried)."""
+
+
+class HorizonTLSError(Exception):
+    """The Horizon certificate is not trusted (at the first connection: not retried)."""
 
 
 class CheckpointUnavailable(Exception):
@@ -387,6 +393,13 @@ class HorizonProvider(Provider):
                 error_delay = min(error_delay * 2, max(self.error_max_delay, 1.0))
                 continue
             except (httpx.HTTPError, HorizonAPIError, CheckpointUnavailable) as exc:
+                tls = _cert_error(exc)
+                if tls is not None and not self._ever_logged_in:
+                    raise HorizonTLSError(
+                        f"horizon {self.address()}: TLS certificate not trusted ({tls}); add "
+                        "its CA to certificates.rootCAs, or set eventProvider.horizon."
+                        "insecureSSL: true"
+                    ) from exc
                 self.ready = False
                 level = logging.DEBUG if failing else logging.WARNING
                 log.log(
@@ -677,6 +690,18 @@ class HorizonProvider(Provider):
 def _same_position(a: Checkpoint, b: Checkpoint) -> bool:
     keys = ("lastEventTime", "idsAtLastTime")
     return all(a.get(k) == b.get(k) for k in keys)
+
+
+def _cert_error(exc: BaseException) -> str | None:
+    """The certificate verification failure behind ``exc``, if that is what it is."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current.verify_message or str(current)
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _describe(exc: BaseException) -> str:

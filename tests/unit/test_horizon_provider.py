@@ -21,18 +21,25 @@ from cloudevents.http import CloudEvent
 from pydantic import SecretStr, ValidationError
 
 from event_router.checkpoints import Checkpoint
-from event_router.config.models import ActiveDirectoryAuth, Auth, HorizonConfig, RouterConfig
+from event_router.config.models import (
+    ActiveDirectoryAuth,
+    Auth,
+    Certificates,
+    HorizonConfig,
+    RouterConfig,
+)
 from event_router.core import RouterContext
 from event_router.providers import provider_class
 from event_router.providers.horizon import (
     Cursor,
     HorizonLoginError,
     HorizonProvider,
+    HorizonTLSError,
     between_filter,
     new_events,
     validate_config,
 )
-from tests.support.horizon_server import HorizonServer
+from tests.support.horizon_server import HorizonServer, make_tls
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -526,3 +533,35 @@ async def test_secrets_never_logged(caplog: pytest.LogCaptureFixture) -> None:
         for secret in [PASSWORD, *tokens]:
             assert secret not in caplog.text
         assert PASSWORD not in repr(provider.cfg)
+
+
+async def test_tls_with_root_cas_insecure_and_untrusted(tmp_path: Path) -> None:
+    ca, server_tls = make_tls(tmp_path)
+    async with HorizonServer(password=PASSWORD, ssl_context=server_tls) as server:
+        assert server.url.startswith("https://")
+        # certificates.rootCAs: verified, events flow
+        config = make_config(server.url)
+        config.certificates = Certificates(rootCAs=[str(ca)])
+        publisher = CollectingPublisher()
+        provider = make_provider(config)
+        async with running(provider, publisher):
+            await wait_until(lambda: provider.ready)
+            e = server.add_event()
+            await publisher.wait_for(1)
+        assert publisher.ids == [e["id"]]
+
+        # insecureSSL: not verified, works
+        insecure = make_config(server.url)
+        assert insecure.eventProvider.horizon is not None
+        insecure.eventProvider.horizon.insecureSSL = True
+        provider = make_provider(insecure)
+        async with running(provider, CollectingPublisher()):
+            await wait_until(lambda: provider.ready)
+
+        # neither: a clear startup error naming both fields, no retry loop
+        provider = make_provider(make_config(server.url))
+        with pytest.raises(HorizonTLSError) as info:
+            await asyncio.wait_for(provider.run(CollectingPublisher()), 10)
+        await provider.close()
+        assert "certificates.rootCAs" in str(info.value)
+        assert "insecureSSL" in str(info.value)
