@@ -413,3 +413,52 @@ async def test_stop_delivers_queued_events_and_refuses_new_ones() -> None:
             headers, body = to_binary(sample_event(99))
             with pytest.raises(httpx.ConnectError):
                 await client.post(provider.url, headers=headers, content=body)
+
+
+async def test_shutting_down_answers_503_and_queued_events_still_arrive() -> None:
+    async with (
+        CloudEventSink(delay=0.3) as sink,
+        running(make_config(sink.url), queue_size=1, accept_timeout=10) as router,
+    ):
+        url = webhook_url(router)
+        async with httpx.AsyncClient(timeout=10) as client:
+
+            async def post(n: int) -> httpx.Response:
+                headers, body = to_binary(sample_event(n))
+                return await client.post(url, headers=headers, content=body)
+
+            first = await post(0)  # in delivery
+            second = await post(1)  # queued
+            waiting = asyncio.create_task(post(2))  # blocked: queue full
+            await asyncio.sleep(0.1)
+            assert not waiting.done()
+            await router.stop(timeout=5)
+            third = await waiting
+        assert (first.status_code, second.status_code) == (202, 202)
+        assert third.status_code == 503 and third.headers["retry-after"] == "1"
+        assert [e["id"] for e in sink.events] == ["id-0", "id-1"]
+
+
+async def test_debug_log_has_requests_but_no_credentials(caplog: pytest.LogCaptureFixture) -> None:
+    user, pw = "log-user", "never-in-logs-123"
+    token = base64.b64encode(f"{user}:{pw}".encode()).decode()
+    async with (
+        CloudEventSink() as sink,
+        running(make_config(sink.url, webhook_auth=(user, pw))) as router,
+    ):
+        caplog.set_level("DEBUG", logger="event_router")
+        headers, body = to_binary(sample_event(5))
+        async with httpx.AsyncClient() as client:
+            r = await client.post(
+                webhook_url(router), headers=headers, content=body, auth=(user, pw)
+            )
+            assert r.status_code == 202
+            r = await client.post(
+                webhook_url(router), headers=headers, content=body, auth=(user, "wrong-pw")
+            )
+            assert r.status_code == 401
+        await sink.wait_for(1, timeout=5)
+    text = caplog.text
+    assert "webhook request POST /webhook" in text
+    assert "<redacted>" in text
+    assert pw not in text and token not in text and "wrong-pw" not in text
