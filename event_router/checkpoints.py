@@ -60,7 +60,12 @@ class FileStore:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"checkpoint {self.path}: not valid JSON ({e}); fix or delete the file"
+            ) from None
         if not isinstance(data, dict):
             raise ValueError(
                 f"checkpoint {self.path}: expected a JSON object, got {type(data).__name__}"

@@ -239,9 +239,16 @@ class VCenterProvider(Provider):
 
     def _logout(self) -> None:
         si, self._si = self._si, None
+        collector, prop_filter = self._collector, self._filter
         self._collector = self._filter = None
         if si is None:
             return
+        # vCenter limits collectors (32 by default): release ours when the session still works
+        with contextlib.suppress(Exception):
+            if prop_filter is not None:
+                prop_filter.Destroy()
+            if collector is not None:
+                collector.DestroyCollector()
         with contextlib.suppress(Exception):
             connect.Disconnect(si)
 

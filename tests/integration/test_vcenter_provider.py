@@ -547,3 +547,15 @@ async def test_password_never_logged(
     assert "reconnecting" in caplog.text
     assert caplog.records, "expected some log output"
     assert sim.password not in caplog.text
+
+
+async def test_stop_releases_the_collector(sim: VCSim) -> None:
+    """vCenter allows 32 event collectors; a router that is stopped and started again
+    many times (config changes under the operator) must not use them up."""
+    cfg = config(sim)
+    for _ in range(3):  # 3 rounds of 12: 36 collectors over time, at most 12 at once
+        rounds = [
+            Running(VCenterProvider(RouterContext(cfg)), CollectingPublisher()) for _ in range(12)
+        ]
+        await asyncio.gather(*(r.ready() for r in rounds))
+        await asyncio.gather(*(r.stop() for r in rounds))

@@ -179,3 +179,10 @@ def test_file_store_write_is_atomic_under_crash(tmp_path: Path) -> None:
         store._save({"v": object()})  # json.dump fails half way
     assert json.loads(path.read_text()) == {"v": 1}
     assert os.listdir(tmp_path) == ["cp.json"]
+
+
+async def test_corrupt_file_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "cp-vc.json"
+    path.write_text('{"vCenter": ')
+    with pytest.raises(ValueError, match=r"cp-vc\.json: not valid JSON .*fix or delete the file"):
+        await FileStore(path).load()
