@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 from collections import defaultdict
 from typing import Any
@@ -68,6 +69,14 @@ def _sink_display(spec: RouterConfigSpec) -> str | None:
         eb = p.awsEventBridge
         return f"eventbridge://{eb.region}/{eb.eventBus}"
     return None
+
+
+def _api_message(e: ApiException) -> str:
+    try:
+        body = json.loads(e.body or "{}")
+    except ValueError:
+        body = {}
+    return f"{e.status} {body.get('message') or e.reason}"
 
 
 class Reconciler:
@@ -269,7 +278,14 @@ class Reconciler:
                 owner = Owner(name=name, namespace=namespace, uid=body["metadata"]["uid"])
                 hash_ = resources.config_hash(spec, sink_uri, versions)
                 status["configHash"] = hash_
-                runtime_state = await self.runtime.apply(owner, rendered, config, hash_)
+                try:
+                    runtime_state = await self.runtime.apply(owner, rendered, config, hash_)
+                except ApiException as e:
+                    if e.status in (None, 409, 429) or (e.status or 0) >= 500:
+                        raise  # transient: retried
+                    runtime_state = RuntimeState(
+                        False, False, "ApplyFailed", f"the API server refused: {_api_message(e)}"
+                    )
         if runtime_state is None:
             prev = next(
                 (c for c in old_status.get("conditions") or [] if c.get("type") == "Deployed"), None
@@ -328,23 +344,25 @@ class Reconciler:
             return
         # null removes a key in a merge patch
         await asyncio.to_thread(self.kube.patch_status, meta["namespace"], meta["name"], status)
+        if old.get("configHash") and status.get("configHash") not in (None, old["configHash"]):
+            what = (
+                f"rolling Deployment {meta['namespace']}/{resources.router_name(meta['name'])}"
+                if self.runtime.name == "deployment"
+                else "restarting the in-process router"
+            )
+            await self._event(
+                body, "Normal", "ConfigChanged", f"{what} (config hash {status['configHash']})"
+            )
         old_ready = next((c for c in old.get("conditions") or [] if c.get("type") == "Ready"), None)
         new_ready = status["conditions"][0]
         if old_ready is None or (old_ready.get("status"), old_ready.get("reason")) != (
             new_ready["status"],
             new_ready["reason"],
         ):
-            ok = new_ready["status"] == "True"
-            try:
-                await asyncio.to_thread(
-                    self.kube.event,
-                    body,
-                    type_="Normal" if ok or new_ready["reason"] == "RouterStarting" else "Warning",
-                    reason=new_ready["reason"],
-                    message=new_ready["message"],
-                )
-            except ApiException as e:
-                log.debug("could not post an Event: %s", e.reason)
+            ok = new_ready["status"] == "True" or new_ready["reason"] == "RouterStarting"
+            await self._event(
+                body, "Normal" if ok else "Warning", new_ready["reason"], new_ready["message"]
+            )
         log.info(
             "%s/%s: Ready=%s %s: %s",
             meta["namespace"],
@@ -353,3 +371,11 @@ class Reconciler:
             new_ready["reason"],
             new_ready["message"],
         )
+
+    async def _event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        try:
+            await asyncio.to_thread(
+                self.kube.event, body, type_=type_, reason=reason, message=message
+            )
+        except ApiException as e:
+            log.warning("could not post an Event (%s): %s", reason, _api_message(e))

@@ -296,6 +296,9 @@ async def test_deployment_runtime_ready_rolls_on_change_and_garbage_collects(
 
     await asyncio.to_thread(wait_for, rolled, 20, "observedGeneration 2 and a new config hash")
     assert condition(get_rc(api, ns, "vc"), "Ready")["reason"] == "RouterStarting"
+    events = request(api, "GET", f"/api/v1/namespaces/{ns}/events")["items"]
+    changed = [e for e in events if e["reason"] == "ConfigChanged"]
+    assert changed and f"rolling Deployment {ns}/{name}" in changed[0]["message"]
 
     # delete: the garbage collector removes every owned child; the checkpoints stay
     request(api, "DELETE", rc_path(ns, "vc"))
