@@ -31,6 +31,8 @@ from event_router.config.models import Auth
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "MAX_DISTINCT",
+    "OTHER",
     "InvocationStats",
     "MetricsServer",
     "RouterMetrics",
@@ -38,6 +40,11 @@ __all__ = [
     "rfc3339",
     "split_host_port",
 ]
+
+#: distinct event types (metric label values) and subjects (/stats keys) kept per router;
+#: more are counted under OTHER, so a client posting random types cannot grow memory
+MAX_DISTINCT = 1000
+OTHER = "_other"
 
 LATENCY_BUCKETS = (
     0.001,
@@ -108,7 +115,11 @@ class InvocationStats:
     def record(self, subject: str, ok: bool) -> None:
         counts = self.by_subject.get(subject)
         if counts is None:
-            counts = self.by_subject[subject] = [0, 0]
+            if len(self.by_subject) >= MAX_DISTINCT:
+                subject = OTHER
+                counts = self.by_subject.get(subject)
+            if counts is None:
+                counts = self.by_subject[subject] = [0, 0]
         counts[0 if ok else 1] += 1
 
     def as_json(self) -> dict[str, Any]:
@@ -200,6 +211,17 @@ class RouterMetrics:
         )
         self._extra_values = tuple(self.const_labels.values())
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._types: set[str] = set()
+
+    def type_label(self, event_type: str | None) -> str:
+        """The event type as a label value; past MAX_DISTINCT types, OTHER."""
+        value = event_type or ""
+        if value in self._types:
+            return value
+        if len(self._types) >= MAX_DISTINCT:
+            return OTHER
+        self._types.add(value)
+        return value
 
     def child(self, metric: Any, *values: str) -> Any:
         """A labelled child, cached (labels() lookups are the costly part of the hot path)."""

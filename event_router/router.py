@@ -280,7 +280,7 @@ class Router:
         entry = _Entry(event, ticket, len(slots))
         self.provider.stats.events_total += 1
         m = self.metrics
-        m.child(m.received, self._provider_type, event.get("type") or "").inc()
+        m.child(m.received, self._provider_type, m.type_label(event.get("type"))).inc()
         if not slots:
             ticket.set_result(True)
             return ticket
@@ -374,7 +374,7 @@ class Router:
         event = entry.event
         m = self.metrics
         etype = event.get("type") or ""
-        m.child(m.delivered if ok else m.failed, slot.name, etype).inc()
+        m.child(m.delivered if ok else m.failed, slot.name, m.type_label(etype)).inc()
         m.child(m.latency, slot.name).observe(time.perf_counter() - entry.accepted)
         slot.stats.record(event.get("subject") or etype, ok)
         self._settle(entry, ok)

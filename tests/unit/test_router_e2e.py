@@ -462,3 +462,17 @@ async def test_debug_log_has_requests_but_no_credentials(caplog: pytest.LogCaptu
     assert "webhook request POST /webhook" in text
     assert "<redacted>" in text
     assert pw not in text and token not in text and "wrong-pw" not in text
+
+
+async def test_webhook_bind_error_names_the_field() -> None:
+    config = make_config("http://127.0.0.1:9/")
+    assert config.eventProvider.webhook is not None
+    host, port = config.eventProvider.webhook.bindAddress.rsplit(":", 1)
+    with socket.socket() as busy:
+        busy.bind((host, int(port)))
+        busy.listen()
+        router = Router(RouterContext(config))
+        await router.start()
+        with pytest.raises(OSError, match=r"eventProvider\.webhook\.bindAddress: cannot listen"):
+            await router.wait_ready(5)
+        await router.stop(1)
