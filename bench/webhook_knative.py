@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -346,6 +347,7 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:
