@@ -12,6 +12,7 @@ import asyncio
 import email.utils
 import logging
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -141,6 +142,13 @@ async def send_with_retry(
         try:
             response = await send()
         except TRANSPORT_ERRORS as err:
+            if _is_certificate_error(err):
+                raise DeliveryError(
+                    f"{what} failed: the server's TLS certificate is not trusted ({err}); "
+                    "add its CA to certificates.rootCAs (or set insecureSSL: true to skip "
+                    "verification)",
+                    retryable=False,
+                ) from err
             reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
             if attempt >= policy.attempts:
                 raise DeliveryError(
@@ -172,6 +180,18 @@ async def send_with_retry(
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s attempt %d failed (%s); retrying in %.3fs", what, attempt, reason, delay)
         await asyncio.sleep(delay)
+
+
+def _is_certificate_error(err: BaseException) -> bool:
+    """A failed certificate check: retrying cannot fix it."""
+    seen: BaseException | None = err
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError | aiohttp.ClientConnectorCertificateError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _snippet(response: ResponseLike, limit: int = 200) -> str:

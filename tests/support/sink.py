@@ -4,7 +4,8 @@ It decodes each request with the cloudevents SDK (binary, structured, and
 ``application/cloudevents-batch+json``) and records the events. ``fail_next(n, status)``
 makes the next ``n`` requests answer ``status`` (the event is then *not* recorded, as a
 real sink that failed would not have processed it). ``delay`` slows every answer (for
-backpressure tests); ``auth`` = (username, password) makes it demand basic auth (401).
+backpressure tests); ``auth`` = (username, password) makes it demand basic auth (401);
+``ssl_context`` serves HTTPS (see ``tests.support.horizon_server.make_tls``).
 
     async with CloudEventSink() as sink:
         ...  # deliver to sink.url
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import ssl
 from collections import deque
 from typing import Any
 
@@ -33,10 +35,12 @@ class CloudEventSink:
         delay: float = 0.0,
         auth: tuple[str, str] | None = None,
         path: str = "/",
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.delay = delay
         self.auth = auth
         self.path = path
+        self.ssl_context = ssl_context
         self.url = ""
         self.events: list[CloudEvent] = []
         #: every request that reached the handler (including failed and rejected ones)
@@ -83,12 +87,13 @@ class CloudEventSink:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         server = site._server
         assert server is not None
         port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        self.url = f"http://127.0.0.1:{port}{self.path}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{port}{self.path}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
