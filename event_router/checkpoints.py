@@ -14,8 +14,10 @@ import datetime as dt
 import json
 import logging
 import os
+import random
 import re
 import tempfile
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,7 +146,7 @@ class ConfigMapStore:
     ``KUBECONFIG``.
     """
 
-    max_conflict_retries = 10
+    max_conflict_retries = 20
 
     def __init__(
         self,
@@ -208,7 +210,9 @@ class ConfigMapStore:
 
         api = self._client()
         text = json.dumps(checkpoint, indent=2)
-        for _ in range(self.max_conflict_retries):
+        for attempt in range(self.max_conflict_retries):
+            if attempt:  # jittered backoff, so racing writers fall out of step
+                time.sleep(random.uniform(0, 0.02 * min(attempt, 10)))
             try:
                 cm = api.read_namespaced_config_map(self.name, self.namespace)
             except ApiException as e:
