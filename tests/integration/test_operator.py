@@ -613,3 +613,27 @@ async def test_rendered_deployment_runs_locally(
                 router.wait(15)
                 log.close()
                 sys.stderr.write((tmp_path / "router.log").read_text(errors="replace")[-3000:])
+
+
+async def test_inprocess_bad_password_is_reported_then_fixed_by_the_secret(
+    api: client.ApiClient, namespace: str, operator: Any
+) -> None:
+    ns = namespace
+    with VCSim() as sim:
+        async with CloudEventSink() as sink:
+            apply(api, basic_secret("vc-creds", sim.username, "wrong-password-123"), ns)
+            create_rc(api, ns, rc("vcsim", vcsim_spec(sim, sink.url)))
+            operator("inprocess")
+            obj = await asyncio.to_thread(
+                wait_for,
+                ready(api, ns, "vcsim", status="False", reason="RouterFailed"),
+                40,
+                "RouterFailed",
+            )
+            message = condition(obj, "Ready")["message"]
+            assert "retrying in" in message and "wrong-password-123" not in message
+            events = request(api, "GET", f"/api/v1/namespaces/{ns}/events")["items"]
+            assert any(e["reason"] == "RouterFailed" and e["type"] == "Warning" for e in events)
+            # fixing the Secret is enough: a new config hash restarts the router
+            apply(api, basic_secret("vc-creds", sim.username, sim.password), ns)
+            await asyncio.to_thread(wait_for, ready(api, ns, "vcsim"), 40, "Ready after the fix")
