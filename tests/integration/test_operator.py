@@ -534,6 +534,17 @@ async def test_inprocess_end_to_end_with_restart_loses_nothing(
             assert msgs.count("before-0") == 1, "resumed from the checkpoint, not from the start"
             assert len(sink.events) >= seen_before_restart + 25
 
+            # deleting the RouterConfig stops its router: later events go nowhere
+            request(api, "DELETE", rc_path(ns, "vcsim"))
+            await asyncio.to_thread(
+                wait_for, lambda: get_rc(api, ns, "vcsim") is None, 20, "deleted"
+            )
+            await asyncio.sleep(2)
+            count = len(sink.events)
+            await asyncio.to_thread(post_general_events, si, 3, "gone")
+            await asyncio.sleep(3)
+            assert len(sink.events) == count
+
 
 async def test_rendered_deployment_runs_locally(
     api: client.ApiClient, namespace: str, operator: Any, tmp_path: Path, testenv: Any
