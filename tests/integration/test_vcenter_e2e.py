@@ -119,10 +119,14 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(tmp_path: Path) -> N
                 )
                 progress = [0]
                 poster = asyncio.create_task(asyncio.to_thread(post_stream, sim, progress))
+                cp_file = cp_dir / "cp-127.0.0.1.json"
                 await wait_until(
-                    lambda: len(stream_messages(sink.events)) >= TOTAL * 2 // 5,
+                    lambda: (
+                        len(stream_messages(sink.events)) >= TOTAL * 3 // 10
+                        and "GeneralUserEvent" in cp_file.read_text()
+                    ),
                     30,
-                    "the first events at the sink",
+                    "the first events at the sink and a checkpoint inside the stream",
                 )
                 os.kill(router.pid, signal.SIGKILL)
                 router.wait(10)
@@ -169,4 +173,5 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(tmp_path: Path) -> N
     before_order = [m for m, _ in before]
     assert set(repeated) == set(before_order[len(before_order) - len(repeated) :])
     assert len(repeated) <= RATE * PERIOD + 20, len(repeated)
+    assert len(repeated) < len(before), "the checkpoint advanced: not everything is replayed"
     print(f"delivered before kill {len(before)}, repeated after restart {len(repeated)}")
