@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from event_router.timefmt import rfc3339
+
 if TYPE_CHECKING:
     import kubernetes.client
 
@@ -276,17 +278,6 @@ def parse_time(value: str) -> dt.datetime:
     return parsed.astimezone(dt.UTC)
 
 
-def format_time(value: dt.datetime) -> str:
-    """Aware datetime -> RFC 3339 in UTC (``Z``), fraction trimmed (as Go's RFC3339Nano)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    value = value.astimezone(dt.UTC)
-    text = value.strftime("%Y-%m-%dT%H:%M:%S")
-    if value.microsecond:
-        text += f".{value.microsecond:06d}".rstrip("0")
-    return text + "Z"
-
-
 def _int32(value: int) -> int:
     """Keys are int32 in vCenter; wrap anything outside the range the way vCenter does."""
     return (int(value) + 2**31) % 2**32 - 2**31
@@ -311,8 +302,8 @@ class VCenterCheckpoint:
             "vCenter": self.vcenter,
             "lastEventKey": _int32(self.last_event_key),
             "lastEventType": self.last_event_type,
-            "lastEventKeyTimestamp": format_time(self.last_event_time),
-            "createdTimestamp": format_time(self.created),
+            "lastEventKeyTimestamp": rfc3339(self.last_event_time),
+            "createdTimestamp": rfc3339(self.created),
         }
 
     @classmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import importlib
 import ssl
 import time
 from collections.abc import Callable
@@ -137,6 +138,18 @@ class Processor(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Flush and release connections."""
+
+
+def load_registered(registry: dict[str, str], type_: str, field: str) -> Any:
+    """Import the class a registry names for ``type_`` ("module:Class"), lazily, so the
+    router core imports no concrete provider or processor."""
+    try:
+        target = registry[type_]
+    except KeyError:
+        allowed = ", ".join(sorted(registry))
+        raise ValueError(f"{field}: unknown type {type_!r} (allowed: {allowed})") from None
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def describe(obj: Any) -> str:

@@ -20,6 +20,8 @@ from typing import Any, Literal
 from cloudevents.http import CloudEvent
 from pyVmomi import VmomiSupport, vim
 
+from event_router.timefmt import rfc3339
+
 __all__ = [
     "ID_NAMESPACE",
     "event_class",
@@ -38,17 +40,6 @@ SOURCES_TYPE_FORMAT = "com.vmware.vsphere.{name}.v0"
 
 #: pyVmomi's own bookkeeping properties, absent from govmomi's structs
 _SKIPPED = frozenset({"dynamicType", "dynamicProperty"})
-
-
-def rfc3339(value: dt.datetime) -> str:
-    """RFC 3339 in UTC with a ``Z`` and the fraction trimmed, as Go's ``time.Time`` JSON."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    value = value.astimezone(dt.UTC)
-    text = value.strftime("%Y-%m-%dT%H:%M:%S")
-    if value.microsecond:
-        text += f".{value.microsecond:06d}".rstrip("0")
-    return text + "Z"
 
 
 def _go_name(name: str) -> str:

@@ -5,9 +5,7 @@ Adding a processor is one new module plus one line here.
 
 from __future__ import annotations
 
-import importlib
-
-from event_router.core import Processor
+from event_router.core import Processor, load_registered
 
 REGISTRY: dict[str, str] = {
     "knative": "event_router.processors.knative:KnativeProcessor",
@@ -17,13 +15,5 @@ REGISTRY: dict[str, str] = {
 
 
 def processor_class(type_: str) -> type[Processor]:
-    try:
-        target = REGISTRY[type_]
-    except KeyError:
-        allowed = ", ".join(sorted(REGISTRY))
-        raise ValueError(
-            f"eventProcessor.type: unknown processor {type_!r} (allowed: {allowed})"
-        ) from None
-    module, _, name = target.partition(":")
-    cls: type[Processor] = getattr(importlib.import_module(module), name)
+    cls: type[Processor] = load_registered(REGISTRY, type_, "eventProcessor.type")
     return cls

@@ -5,9 +5,7 @@ Adding a provider is one new module plus one line here.
 
 from __future__ import annotations
 
-import importlib
-
-from event_router.core import Provider
+from event_router.core import Provider, load_registered
 
 REGISTRY: dict[str, str] = {
     "vcenter": "event_router.providers.vcenter:VCenterProvider",
@@ -18,13 +16,5 @@ REGISTRY: dict[str, str] = {
 
 
 def provider_class(type_: str) -> type[Provider]:
-    try:
-        target = REGISTRY[type_]
-    except KeyError:
-        allowed = ", ".join(sorted(REGISTRY))
-        raise ValueError(
-            f"eventProvider.type: unknown provider {type_!r} (allowed: {allowed})"
-        ) from None
-    module, _, name = target.partition(":")
-    cls: type[Provider] = getattr(importlib.import_module(module), name)
+    cls: type[Provider] = load_registered(REGISTRY, type_, "eventProvider.type")
     return cls

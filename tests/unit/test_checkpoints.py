@@ -15,10 +15,10 @@ from event_router.checkpoints import (
     CheckpointTracker,
     FileStore,
     VCenterCheckpoint,
-    format_time,
     parse_time,
 )
 from event_router.providers.vcenter import ResumeFilter
+from event_router.timefmt import rfc3339
 
 UTC = dt.UTC
 
@@ -111,9 +111,7 @@ def test_parse_time_offsets() -> None:
     assert parse_time("2024-03-01T10:00:00.5-0100") == dt.datetime(
         2024, 3, 1, 11, 0, 0, 500000, tzinfo=UTC
     )
-    assert format_time(parse_time("2024-03-01T10:00:00.123456789Z")) == (
-        "2024-03-01T10:00:00.123456Z"
-    )
+    assert rfc3339(parse_time("2024-03-01T10:00:00.123456789Z")) == ("2024-03-01T10:00:00.123456Z")
 
 
 async def test_tracker_never_passes_an_undelivered_event() -> None:
