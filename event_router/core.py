@@ -122,6 +122,8 @@ class Processor(abc.ABC):
     def __init__(self, context: RouterContext) -> None:
         self.context = context
         self.config = context.config
+        #: set by the router: call ``retry_hook(attempt, reason)`` on every retry (metrics)
+        self.retry_hook: Callable[[int, str], None] | None = None
 
     @abc.abstractmethod
     def address(self) -> str:

@@ -127,7 +127,7 @@ class Router:
             m.child(m.queue_capacity, slot.name).set(slot.queue_size)
             m.child(m.queue_depth, slot.name).set_function(slot.queue.qsize)
             # processors that retry report each retry here (see docs/router.md)
-            slot.processor.retry_hook = self._retry_hook(slot)  # type: ignore[attr-defined]
+            slot.processor.retry_hook = self._retry_hook(slot)
         m = self.metrics
         m.child(m.ready).set_function(lambda: 1.0 if self.ready else 0.0)
         self._closing = False

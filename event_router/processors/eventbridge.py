@@ -156,7 +156,6 @@ class EventBridgeProcessor(Processor):
             )
         self.retry = retry or RetryPolicy(attempts=6, base_delay=0.2, max_delay=10.0)
         #: the router sets this to count retries in its metrics
-        self.retry_hook: Callable[[int, str], None] | None = None
         self.pattern: Pattern | None = None
         self.pattern_text: str | None = None
         self.counters: collections.Counter[str] = collections.Counter()

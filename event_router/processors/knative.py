@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -141,7 +141,6 @@ class KnativeProcessor(Processor):
         self.cfg = cfg
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
-        self.retry_hook: Callable[[int, str], None] | None = None
         self._url: str | None = None
         self._session: aiohttp.ClientSession | None = None
         self._structured = cfg.encoding == "structured"

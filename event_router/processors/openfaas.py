@@ -21,7 +21,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -92,7 +91,6 @@ class OpenFaaSProcessor(Processor):
             self.auth = httpx.BasicAuth(basic.username, basic.password.get_secret_value())
         self.retry = retry or RetryPolicy(attempts=5, base_delay=0.2, max_delay=5.0)
         #: the router sets this to count retries in its metrics
-        self.retry_hook: Callable[[int, str], None] | None = None
         #: subject -> subscribed function names
         self.topics: dict[str, tuple[str, ...]] = {}
         self.counters: collections.Counter[str] = collections.Counter()
