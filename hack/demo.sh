@@ -11,7 +11,7 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 say "python venv (.venv, pip install -e '.[dev]')"
 make --no-print-directory install
 
-say "test control plane and vcsim (hack/testenv up; first run builds the Go tools, ~30 min)"
+say "test control plane and vcsim (hack/testenv up; the first run builds the Go tools, about 6 min on 2 cores)"
 lease=$$
 build_flag=()
 [ "${DEMO_NO_BUILD:-}" = 1 ] && build_flag=(--no-build)
