@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,16 +31,13 @@ from typing import Any
 
 from cloudevents.http import CloudEvent
 
+from bench._common import log
 from event_router.config.models import RouterConfig
 from event_router.core import RouterContext
 from event_router.providers.horizon import HorizonProvider
-from tests.support.horizon_server import HorizonServer
+from tests.support.horizon_server import HorizonServer, horizon_auth
 
 PASSWORD = "bench-P@ss"
-
-
-def log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
 class TimingPublisher:
@@ -83,14 +79,7 @@ def config(url: str, checkpoint_dir: str, poll: float) -> RouterConfig:
                     "checkpoint": True,
                     "checkpointDir": checkpoint_dir,
                     "pollIntervalSeconds": poll,
-                    "auth": {
-                        "type": "active_directory",
-                        "activeDirectoryAuth": {
-                            "domain": "corp",
-                            "username": "administrator",
-                            "password": PASSWORD,
-                        },
-                    },
+                    "auth": horizon_auth(PASSWORD),
                 },
             },
             "eventProcessor": {

@@ -25,7 +25,6 @@ import json
 import os
 import secrets
 import shlex
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,36 +35,11 @@ from typing import Any
 
 from kubernetes import config
 
+from bench._common import free_ports, log, rss_mib
 from event_router.operator.devtools import OperatorProcess, create_rc, install_crd, rc_path
 from event_router.operator.kube import request
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def rss_mib(pid: int) -> tuple[float, float]:
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0]) / 1024
-    return round(values["VmRSS"], 1), round(values["VmHWM"], 1)
 
 
 def testenv_up() -> dict[str, str]:
@@ -184,7 +158,7 @@ def run_phase(
     ).start()
     try:
         time.sleep(3)  # operator startup (imports, kopf watches); not part of the figure
-        base_rss, _ = rss_mib(op.pid)
+        base_rss = round(rss_mib(op.pid)[0], 1)
         log(
             f"{runtime}: operator up (RSS {base_rss} MiB); "
             f"creating {len(bodies)} RouterConfigs at once"
@@ -193,7 +167,7 @@ def run_phase(
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(lambda b: create_rc(api, ns, b), bodies))
         t1 = wait_all(api, ns, len(bodies), cond, 120)
-        rss, peak = rss_mib(op.pid)
+        rss, peak = (round(v, 1) for v in rss_mib(op.pid))
         log(f"{runtime}: all {cond} in {t1 - t0:.2f} s; operator RSS {rss} MiB (peak {peak})")
         return {
             "seconds": round(t1 - t0, 2),

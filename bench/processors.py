@@ -38,40 +38,17 @@ from typing import Any
 
 from cloudevents.http import CloudEvent
 
-from event_router.config.models import RouterConfig
+from bench._common import free_port, log
 from event_router.core import Processor, RouterContext
 from event_router.processors.eventbridge import EventBridgeProcessor
 from event_router.processors.openfaas import OpenFaaSProcessor
+from tests.support.configs import webhook_context
 
 REGION = "us-west-1"
 
 
-def log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def config(processor: dict[str, Any]) -> RouterContext:
-    return RouterContext(
-        RouterConfig.model_validate(
-            {
-                "apiVersion": "event-router.vmware.com/v1alpha1",
-                "kind": "RouterConfig",
-                "metadata": {"name": "bench"},
-                "eventProvider": {
-                    "type": "webhook",
-                    "name": "hook",
-                    "webhook": {"bindAddress": "127.0.0.1:8080", "path": "/webhook"},
-                },
-                "eventProcessor": processor,
-            }
-        )
-    )
+    return webhook_context("bench", processor)
 
 
 def make_events(n: int) -> list[CloudEvent]:

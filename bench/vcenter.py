@@ -35,6 +35,7 @@ import yaml
 from aiohttp import web
 from pyVmomi import vim
 
+from bench._common import log, rss_mib
 from tests.support.sink import CloudEventSink
 from tests.support.vcsim import VCSim
 
@@ -42,7 +43,7 @@ EVENT_ROUTER = Path(sys.executable).parent / "event-router"
 
 
 def say(msg: str) -> None:
-    print(f"[bench.vcenter] {msg}", file=sys.stderr, flush=True)
+    log(msg, tag="bench.vcenter")
 
 
 class TimedSink(CloudEventSink):
@@ -93,15 +94,6 @@ def start_router(config: Path, log: Any) -> subprocess.Popen[bytes]:
     )
 
 
-def rss_mib(pid: int) -> tuple[float, float]:
-    fields: dict[str, float] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            fields[name] = int(value.split()[0]) / 1024
-    return fields.get("VmRSS", 0.0), fields.get("VmHWM", 0.0)
-
-
 def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -150,20 +142,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         "eventProvider": {
                             "type": "vcenter",
                             "name": "vcsim",
-                            "vcenter": {
-                                "address": sim.url,
-                                "insecureSSL": True,
-                                "checkpoint": True,
-                                "checkpointDir": str(cp_dir),
-                                "pageSize": args.page_size,
-                                "auth": {
-                                    "type": "basic_auth",
-                                    "basicAuth": {
-                                        "username": sim.username,
-                                        "password": sim.password,
-                                    },
-                                },
-                            },
+                            "vcenter": sim.vcenter_spec(
+                                checkpoint=True,
+                                checkpointDir=str(cp_dir),
+                                pageSize=args.page_size,
+                            ),
                         },
                         "eventProcessor": {
                             "type": "knative",

@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,17 +33,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bench._common import free_port, log, rss_mib
+
 SENT_ATTR = "benchsent"
-
-
-def log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- sink process ---------------------------------------------------------------------
@@ -107,16 +98,6 @@ asyncio.run(main())
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_kib(pid: int) -> tuple[int, int]:
-    rss = hwm = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1])
-        elif line.startswith("VmHWM:"):
-            hwm = int(line.split()[1])
-    return rss, hwm
 
 
 def headers_for(n: int) -> dict[str, str]:
@@ -288,7 +269,7 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
             await wait_count(session, sink, 500, 30)
             async with session.get(sink + "/results?reset=1") as r:
                 await r.read()
-            rss_idle, _ = rss_kib(router_proc.pid)
+            rss_idle, _ = rss_mib(router_proc.pid)
 
             # throughput
             log(f"throughput: {args.events} events, {args.clients} concurrent clients")
@@ -299,7 +280,7 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
             await wait_count(session, sink, args.events - errors, 120)
             elapsed = time.monotonic() - t0
             cpu_per_event_us = (cpu_seconds(router_proc.pid) - cpu0) / args.events * 1e6
-            rss_busy, _ = rss_kib(router_proc.pid)
+            rss_busy, _ = rss_mib(router_proc.pid)
             async with session.get(sink + "/results?reset=1") as r:
                 tp = await r.json()
             events_per_s = tp["count"] / elapsed
@@ -318,16 +299,16 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
             ms = [v / 1e6 for v in lat["latencies_ns"]]
             p50, p99 = pct(ms, 50), pct(ms, 99)
             log(f"latency: p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {max(ms):.2f} ms")
-            rss_after, hwm = rss_kib(router_proc.pid)
+            rss_after, hwm = rss_mib(router_proc.pid)
         return {
             "events_per_s": round(events_per_s, 1),
             "p50_ms": round(p50, 2),
             "p99_ms": round(p99, 2),
             "mean_ms": round(statistics.fmean(ms), 2),
             "max_ms": round(max(ms), 2),
-            "rss_mib": round(max(rss_idle, rss_busy, rss_after) / 1024, 1),
-            "rss_idle_mib": round(rss_idle / 1024, 1),
-            "rss_peak_mib": round(hwm / 1024, 1),
+            "rss_mib": round(max(rss_idle, rss_busy, rss_after), 1),
+            "rss_idle_mib": round(rss_idle, 1),
+            "rss_peak_mib": round(hwm, 1),
             "router_cpu_us_per_event": round(cpu_per_event_us, 1),
             "max_in_flight": args.max_in_flight,
             "load_avg_1m": os.getloadavg()[0],

@@ -99,16 +99,9 @@ async def test_vcenter_provider_checkpoints_to_configmap(
                 "eventProvider": {
                     "type": "vcenter",
                     "name": "vc",
-                    "vcenter": {
-                        "address": sim.url,
-                        "insecureSSL": True,
-                        "checkpoint": True,
-                        "checkpointDir": "/nonexistent/never-used",
-                        "auth": {
-                            "type": "basic_auth",
-                            "basicAuth": {"username": sim.username, "password": sim.password},
-                        },
-                    },
+                    "vcenter": sim.vcenter_spec(
+                        checkpoint=True, checkpointDir="/nonexistent/never-used"
+                    ),
                 },
                 "eventProcessor": {
                     "type": "knative",

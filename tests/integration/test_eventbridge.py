@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -25,12 +24,13 @@ from cloudevents.conversion import to_dict
 from cloudevents.http import CloudEvent
 from moto.server import ThreadedMotoServer
 
-from event_router.config.models import RouterConfig
 from event_router.core import DeliveryError, RouterContext
 from event_router.delivery import RetryPolicy
 from event_router.processors import processor_class
 from event_router.processors.eventbridge import EventBridgeProcessor, EventBridgeSetupError
 from event_router.router import Router
+from tests.support.configs import webhook_context
+from tests.support.net import free_port
 
 REGION = "us-west-1"
 ACCOUNT = "123456789012"
@@ -100,43 +100,28 @@ def aws(moto_url: str) -> AWS:
     return AWS(moto_url)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def router_context(
     endpoint: str, bus: str, rule_arn: str, refresh: float = 300.0, port: int = 8080
 ) -> RouterContext:
-    config = RouterConfig.model_validate(
+    return webhook_context(
+        "eventbridge-test",
         {
-            "apiVersion": "event-router.vmware.com/v1alpha1",
-            "kind": "RouterConfig",
-            "metadata": {"name": "eventbridge-test"},
-            "eventProvider": {
-                "type": "webhook",
-                "name": "hook",
-                "webhook": {"bindAddress": f"127.0.0.1:{port}", "path": "/webhook"},
-            },
-            "eventProcessor": {
-                "type": "aws_event_bridge",
-                "name": "eb",
-                "awsEventBridge": {
-                    "region": REGION,
-                    "eventBus": bus,
-                    "ruleARN": rule_arn,
-                    "endpoint": endpoint,
-                    "ruleRefreshSeconds": refresh,
-                    "auth": {
-                        "type": "aws_access_key",
-                        "awsAccessKeyAuth": {"accessKey": "testing", "secretKey": "testing"},
-                    },
+            "type": "aws_event_bridge",
+            "name": "eb",
+            "awsEventBridge": {
+                "region": REGION,
+                "eventBus": bus,
+                "ruleARN": rule_arn,
+                "endpoint": endpoint,
+                "ruleRefreshSeconds": refresh,
+                "auth": {
+                    "type": "aws_access_key",
+                    "awsAccessKeyAuth": {"accessKey": "testing", "secretKey": "testing"},
                 },
             },
-        }
+        },
+        port=port,
     )
-    return RouterContext(config=config)
 
 
 def vm_event(subject: str, name: str = "Linux-01", n: int = 0) -> CloudEvent:

@@ -34,8 +34,9 @@ from event_router.operator.devtools import (
     wait_for,
 )
 from event_router.operator.kube import request
+from tests.support.net import free_port
 from tests.support.sink import CloudEventSink
-from tests.support.vcsim import VCSim, free_port, post_general_events
+from tests.support.vcsim import VCSim, post_general_events
 from tests.unit.test_operator_crd import INVALID, base_spec, invalid_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]

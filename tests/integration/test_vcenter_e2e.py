@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.polling import wait_until
 from tests.support.sink import CloudEventSink
 from tests.support.vcsim import VCSim
 
@@ -37,16 +38,7 @@ def write_config(path: Path, sim: VCSim, sink_url: str, cp_dir: Path) -> None:
                 "eventProvider": {
                     "type": "vcenter",
                     "name": "vcsim",
-                    "vcenter": {
-                        "address": sim.url,
-                        "insecureSSL": True,
-                        "checkpoint": True,
-                        "checkpointDir": str(cp_dir),
-                        "auth": {
-                            "type": "basic_auth",
-                            "basicAuth": {"username": sim.username, "password": sim.password},
-                        },
-                    },
+                    "vcenter": sim.vcenter_spec(checkpoint=True, checkpointDir=str(cp_dir)),
                 },
                 "eventProcessor": {
                     "type": "knative",
@@ -94,14 +86,6 @@ def stream_messages(events: list[Any]) -> list[tuple[str, str]]:
         if e["subject"] == "GeneralUserEvent" and msg.startswith("s-"):
             out.append((msg, e["id"]))
     return out
-
-
-async def wait_until(cond: Any, timeout: float, what: str) -> None:  # noqa: ASYNC109
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def test_kill_9_mid_stream_then_restart_loses_nothing(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """The vcenter provider against a real vcsim (govmomi's simulator), no mocks of vCenter.
 
 Each test starts its own vcsim (tests/support/vcsim.py) and runs the provider with a small
-in-test Publisher that records the CloudEvents and settles each one as told.
+Publisher (tests/support/publisher.py) that records the CloudEvents and settles each one as
+told.
 """
 
 from __future__ import annotations
@@ -23,23 +24,15 @@ from event_router.checkpoints import VCenterCheckpoint
 from event_router.config.models import Certificates, RouterConfig
 from event_router.core import RouterContext
 from event_router.providers.vcenter import VCenterProvider, VCenterStartupError
+from tests.support.polling import wait_until
+from tests.support.publisher import CollectingPublisher as BasePublisher
 from tests.support.vcsim import VCSim, find_vm, post_event_ex, post_general_events, wait_task
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
-class CollectingPublisher:
-    """Records events; ``deliver(event) -> bool`` decides each ticket (default: delivered)."""
-
-    def __init__(self, deliver: Callable[[CloudEvent], bool] | None = None) -> None:
-        self.events: list[CloudEvent] = []
-        self.deliver = deliver or (lambda _e: True)
-
-    async def publish(self, event: CloudEvent) -> asyncio.Future[bool]:
-        self.events.append(event)
-        fut = asyncio.get_running_loop().create_future()
-        fut.set_result(self.deliver(event))
-        return fut
+class CollectingPublisher(BasePublisher):
+    """The shared one, plus what the vcenter tests look for."""
 
     def subjects(self) -> list[str]:
         return [e["subject"] for e in self.events]
@@ -53,22 +46,13 @@ class CollectingPublisher:
         return out
 
     async def wait(self, cond: Callable[[], bool], timeout: float = 20) -> None:  # noqa: ASYNC109
-        deadline = time.monotonic() + timeout
-        while not cond():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; got subjects {self.subjects()[-30:]}")
-            await asyncio.sleep(0.02)
+        await wait_until(
+            cond, timeout, lambda: f"the condition; got subjects {self.subjects()[-30:]}"
+        )
 
 
 def config(sim: VCSim, tmp_path: Path | None = None, **vc: Any) -> RouterConfig:
-    spec: dict[str, Any] = {
-        "address": sim.url,
-        "insecureSSL": True,
-        "auth": {
-            "type": "basic_auth",
-            "basicAuth": {"username": sim.username, "password": sim.password},
-        },
-    }
+    spec = sim.vcenter_spec()
     if tmp_path is not None:
         spec.update(checkpoint=True, checkpointDir=str(tmp_path))
     tuning = vc.pop("tuning", {})

@@ -316,6 +316,17 @@ class HorizonServer:
         return self._answer(entry, web.json_response(matching, headers=headers))
 
 
+def horizon_auth(
+    password: str, *, username: str = "administrator", domain: str = "corp"
+) -> dict[str, Any]:
+    """The ``auth`` of a RouterConfig's horizon provider (``active_directory``) for a user of
+    this server (the defaults are the server's)."""
+    return {
+        "type": "active_directory",
+        "activeDirectoryAuth": {"domain": domain, "username": username, "password": password},
+    }
+
+
 def _paging(query: Any) -> tuple[int, int | None]:
     if "page" not in query and "size" not in query:
         return 1, None

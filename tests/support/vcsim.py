@@ -24,6 +24,8 @@ from typing import Any
 from pyVim import connect
 from pyVmomi import vim
 
+from tests.support.net import free_port
+
 
 def vcsim_binary() -> Path:
     cache = Path(os.environ.get("ER_TESTENV_CACHE", Path.home() / ".cache/event-router/testenv"))
@@ -31,13 +33,6 @@ def vcsim_binary() -> Path:
     if not path.exists():
         raise RuntimeError(f"vcsim not found at {path}; build it with hack/build-tools.sh")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class VCSim:
@@ -59,6 +54,19 @@ class VCSim:
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}/sdk"
+
+    def vcenter_spec(self, **extra: Any) -> dict[str, Any]:
+        """The ``vcenter`` section of a RouterConfig's eventProvider for this vcsim (its
+        self-signed certificate not verified, basic auth); ``extra`` adds or sets fields."""
+        return {
+            "address": self.url,
+            "insecureSSL": True,
+            "auth": {
+                "type": "basic_auth",
+                "basicAuth": {"username": self.username, "password": self.password},
+            },
+            **extra,
+        }
 
     def start(self, timeout: float = 30.0) -> None:
         assert self.proc is None, "already running"

@@ -9,7 +9,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import yaml
 
 from event_router.cli import checkpoint_store_factory
 from event_router.config import ConfigError
+from tests.support.net import free_port
 from tests.support.sink import CloudEventSink
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,12 +172,6 @@ def test_checkpoint_store_factory_from_env(tmp_path: Path) -> None:
 
 
 # --- a real run: webhook -> knative(uri) -> local sink, stopped with SIGTERM ------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 WEBHOOK_PASS = "wh-S3cret-pass"

@@ -27,7 +27,7 @@ from event_router.delivery import RetryPolicy
 from event_router.processors.knative import KnativeProcessor
 from event_router.providers.horizon import HorizonProvider
 from event_router.router import ProcessorSlot, Router
-from tests.support.horizon_server import HorizonServer
+from tests.support.horizon_server import HorizonServer, horizon_auth
 from tests.support.sink import CloudEventSink
 
 pytestmark = pytest.mark.timeout(60)
@@ -50,14 +50,7 @@ def make_config(horizon_url: str, sink_url: str, checkpoint_dir: Path) -> Router
                     "checkpoint": True,
                     "checkpointDir": str(checkpoint_dir),
                     "pollIntervalSeconds": 0.05,
-                    "auth": {
-                        "type": "active_directory",
-                        "activeDirectoryAuth": {
-                            "domain": "corp",
-                            "username": "administrator",
-                            "password": PASSWORD,
-                        },
-                    },
+                    "auth": horizon_auth(PASSWORD),
                 },
             },
             "eventProcessor": {

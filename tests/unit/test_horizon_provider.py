@@ -1,8 +1,9 @@
 """The horizon provider against a Horizon REST test server (tests/support/horizon_server.py).
 
-Each test runs the real provider (httpx over TCP to 127.0.0.1) with a small in-test
-Publisher that collects the CloudEvents and resolves their tickets (True = delivered,
-False = not delivered, to check that checkpoints never pass an undelivered event).
+Each test runs the real provider (httpx over TCP to 127.0.0.1) with a small Publisher
+(tests/support/publisher.py) that collects the CloudEvents and resolves their tickets
+(True = delivered, False = not delivered, to check that checkpoints never pass an
+undelivered event).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,9 @@ from event_router.providers.horizon import (
     new_events,
     validate_config,
 )
-from tests.support.horizon_server import HorizonServer, make_tls
+from tests.support.horizon_server import HorizonServer, horizon_auth, make_tls
+from tests.support.polling import wait_until
+from tests.support.publisher import CollectingPublisher as BasePublisher
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -60,10 +63,7 @@ def make_config(
         "insecureSSL": False,
         "pollIntervalSeconds": 0.05,
         "typeStyle": type_style,
-        "auth": {
-            "type": "active_directory",
-            "activeDirectoryAuth": {"domain": "corp", "username": username, "password": password},
-        },
+        "auth": horizon_auth(password, username=username),
     }
     if checkpoint_dir is not None:
         horizon |= {"checkpoint": True, "checkpointDir": str(checkpoint_dir)}
@@ -83,20 +83,8 @@ def make_config(
     )
 
 
-class CollectingPublisher:
-    """Collects events; ``deliver(event) -> bool`` decides each ticket."""
-
-    def __init__(self, deliver: Callable[[CloudEvent], bool] = lambda _e: True) -> None:
-        self.deliver = deliver
-        self.events: list[CloudEvent] = []
-        self._changed = asyncio.Event()
-
-    async def publish(self, event: CloudEvent) -> asyncio.Future[bool]:
-        ticket: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.events.append(event)
-        ticket.set_result(self.deliver(event))
-        self._changed.set()
-        return ticket
+class CollectingPublisher(BasePublisher):
+    """The shared one, plus waiting for a number of events."""
 
     @property
     def ids(self) -> list[int]:
@@ -105,8 +93,8 @@ class CollectingPublisher:
     async def wait_for(self, count: int, within: float = 10.0) -> list[CloudEvent]:
         async def _wait() -> None:
             while len(self.events) < count:
-                self._changed.clear()
-                await self._changed.wait()
+                self.changed.clear()
+                await self.changed.wait()
 
         try:
             await asyncio.wait_for(_wait(), within)
@@ -122,14 +110,6 @@ def make_provider(config: RouterConfig, **context: Any) -> HorizonProvider:
     provider.idle_max_delay = 0.2
     provider.error_max_delay = 0.2
     return provider
-
-
-async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 @contextlib.asynccontextmanager

@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
-import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -15,7 +12,6 @@ import pytest
 from cloudevents.conversion import to_dict
 from cloudevents.http import CloudEvent
 
-from event_router.config.models import RouterConfig
 from event_router.core import DeliveryError, RouterContext
 from event_router.delivery import RetryPolicy
 from event_router.processors import processor_class
@@ -26,15 +22,12 @@ from event_router.processors.openfaas import (
     retry_status,
 )
 from event_router.router import Router
+from tests.support.configs import webhook_context
+from tests.support.net import free_port
 from tests.support.openfaas_gateway import OpenFaaSGateway
+from tests.support.polling import wait_until
 
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, jitter=0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def context(
@@ -55,20 +48,9 @@ def context(
             "type": "basic_auth",
             "basicAuth": {"username": auth[0], "password": auth[1]},
         }
-    config = RouterConfig.model_validate(
-        {
-            "apiVersion": "event-router.vmware.com/v1alpha1",
-            "kind": "RouterConfig",
-            "metadata": {"name": "openfaas-test"},
-            "eventProvider": {
-                "type": "webhook",
-                "name": "hook",
-                "webhook": {"bindAddress": f"127.0.0.1:{port}", "path": "/webhook"},
-            },
-            "eventProcessor": {"type": "openfaas", "name": "faas", "openfaas": openfaas},
-        }
+    return webhook_context(
+        "openfaas-test", {"type": "openfaas", "name": "faas", "openfaas": openfaas}, port=port
     )
-    return RouterContext(config=config)
 
 
 def event(subject: str | None, n: int = 0) -> CloudEvent:
@@ -80,13 +62,6 @@ def event(subject: str | None, n: int = 0) -> CloudEvent:
     if subject is not None:
         attrs["subject"] = subject
     return CloudEvent(attrs, {"Key": n, "Vm": {"Name": "Test-VM"}})
-
-
-async def eventually(condition: Callable[[], bool], within: float = 3.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def started(ctx: RouterContext, retry: RetryPolicy = FAST) -> OpenFaaSProcessor:
@@ -154,7 +129,7 @@ async def test_new_and_removed_functions_apply_after_a_refresh() -> None:
             gw.deploy("new", "VmPoweredOnEvent")
             gw.remove("old")
             refreshes = proc.counters["refreshes"]
-            await eventually(lambda: proc.counters["refreshes"] > refreshes)
+            await wait_until(lambda: proc.counters["refreshes"] > refreshes, 3.0)
             await proc.process(event("VmPoweredOnEvent", 2))
         finally:
             await proc.close()
@@ -213,7 +188,7 @@ async def test_removed_function_fails_and_triggers_a_refresh() -> None:
             before = gw.list_requests
             with pytest.raises(DeliveryError, match="HTTP 404"):
                 await proc.process(event("VmPoweredOnEvent", 1))
-            await eventually(lambda: "VmPoweredOnEvent" not in proc.topics)
+            await wait_until(lambda: "VmPoweredOnEvent" not in proc.topics, 3.0)
             assert gw.list_requests == before + 1
             await proc.process(event("VmPoweredOnEvent", 2))  # nobody subscribed now
             assert proc.counters["unsubscribed"] == 1

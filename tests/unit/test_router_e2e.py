@@ -28,15 +28,10 @@ from event_router.delivery import RetryPolicy
 from event_router.processors.knative import KnativeProcessor
 from event_router.providers.webhook import WebhookProvider
 from event_router.router import ProcessorSlot, Router
+from tests.support.net import free_port
 from tests.support.sink import CloudEventSink
 
 FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_config(

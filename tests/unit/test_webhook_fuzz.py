@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -24,15 +23,10 @@ from hypothesis import strategies as st
 from event_router.config.loader import parse_config
 from event_router.core import RouterContext
 from event_router.router import Router
+from tests.support.net import free_port
 from tests.support.sink import CloudEventSink
 
 ALLOWED = {202, 400, 405, 413, 415}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Background:
@@ -55,7 +49,7 @@ def webhook() -> Iterator[tuple[str, CloudEventSink, Router]]:
     bg = Background()
     sink = CloudEventSink()
     bg.run(sink.__aenter__())
-    port = _free_port()
+    port = free_port()
     config = parse_config(
         {
             "apiVersion": "event-router.vmware.com/v1alpha1",
