@@ -1,4 +1,4 @@
-"""A private vcsim (govmomi's vCenter simulator) for one test: 127.0.0.1, a free port, TLS.
+"""A private vcsim (govmomi's vCenter simulator) for one test: 127.0.0.1, a port it picks, TLS.
 
     with VCSim() as sim:            # started; stopped (and reaped) on exit
         si = sim.connect()          # a pyVmomi ServiceInstance to drive it
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
+import re
 import ssl
 import subprocess
 import tempfile
@@ -24,7 +24,8 @@ from typing import Any
 from pyVim import connect
 from pyVmomi import vim
 
-from tests.support.net import free_port
+# vcsim prints this to stdout once it listens (govmomi vcsim/main.go)
+_LISTENING = re.compile(r"GOVC_URL=https://\S*?127\.0\.0\.1:(\d+)/sdk")
 
 
 def vcsim_binary() -> Path:
@@ -46,10 +47,11 @@ class VCSim:
     ) -> None:
         self.username = username
         self.password = password
-        self.port = port or free_port()
+        self.port = port or 0  # 0: vcsim picks a free port on the first start
         self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
         self._log = tempfile.NamedTemporaryFile(prefix="vcsim-", suffix=".log", delete=False)
+        self._out = tempfile.NamedTemporaryFile(prefix="vcsim-", suffix=".out", delete=False)
 
     @property
     def url(self) -> str:
@@ -69,7 +71,29 @@ class VCSim:
         }
 
     def start(self, timeout: float = 30.0) -> None:
+        """Start vcsim and wait until it listens.
+
+        The first start lets vcsim bind port 0 itself and reads the port from the
+        ``export GOVC_URL=https://user:pass@127.0.0.1:<port>/sdk ...`` line it prints to
+        stdout once it listens (choosing a free port first and passing it on would race
+        with other processes taking it). Later starts (``restart``) reuse that port; while
+        another process holds it, vcsim exits at once and the start is tried again until
+        ``timeout``.
+        """
         assert self.proc is None, "already running"
+        deadline = time.monotonic() + timeout
+        while True:
+            failure = self._start_once(deadline)
+            if failure is None:
+                return
+            if self.port == 0 or time.monotonic() > deadline:
+                raise RuntimeError(failure)
+            time.sleep(0.2)  # the port is taken: wait for it to be released, then retry
+
+    def _start_once(self, deadline: float) -> str | None:
+        """One vcsim process: None once it listens, else why it did not (it is reaped)."""
+        self._out.seek(0)
+        self._out.truncate()
         cmd = [
             str(vcsim_binary()),
             "-l",
@@ -81,19 +105,19 @@ class VCSim:
             *self.args,
         ]
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=self._log, stdin=subprocess.DEVNULL
+            cmd, stdout=self._out, stderr=self._log, stdin=subprocess.DEVNULL
         )
-        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            match = _LISTENING.search(Path(self._out.name).read_text(errors="replace"))
+            if match:
+                self.port = int(match.group(1))
+                return None
             if self.proc.poll() is not None:
-                raise RuntimeError(f"vcsim exited with {self.proc.returncode}: {self.log_tail()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)
+                code, self.proc = self.proc.returncode, None
+                return f"vcsim on 127.0.0.1:{self.port} exited with {code}: {self.log_tail()}"
+            time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"vcsim did not listen on 127.0.0.1:{self.port} in {timeout}s")
+        return f"vcsim did not listen on 127.0.0.1:{self.port or '<any port>'} in time"
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
@@ -121,8 +145,9 @@ class VCSim:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-        self._log.close()
-        Path(self._log.name).unlink(missing_ok=True)
+        for f in (self._log, self._out):
+            f.close()
+            Path(f.name).unlink(missing_ok=True)
 
     # --- driving it ----------------------------------------------------------------------
 
