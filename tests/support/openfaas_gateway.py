@@ -174,7 +174,7 @@ class OpenFaaSGateway:
         body: list[dict[str, Any]] = [
             {
                 "name": f.name,
-                "image": f"ghcr.io/example/{f.name}:latest",
+                "image": f"functions/{f.name}:latest",
                 "namespace": self.namespace,
                 "invocationCount": f.invocations,
                 "replicas": 1,
