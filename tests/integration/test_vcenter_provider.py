@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import statistics
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ from pyVmomi import vim
 from event_router.checkpoints import VCenterCheckpoint
 from event_router.config.models import Certificates, RouterConfig
 from event_router.core import RouterContext
-from event_router.providers.vcenter import VCenterProvider, VCenterStartupError
+from event_router.providers.vcenter import WAIT_SECONDS, VCenterProvider, VCenterStartupError
 from tests.support.polling import wait_until
 from tests.support.publisher import CollectingPublisher as BasePublisher
 from tests.support.vcsim import VCSim, find_vm, post_event_ex, post_general_events, wait_task
@@ -245,10 +246,39 @@ async def test_eventex_and_extendedevent_subject_is_event_type_id(
     assert ext.data["ManagedObject"]["Type"] == "Folder"
 
 
-async def test_events_arrive_fast_when_caught_up(si: Any, sim: VCSim, run_provider: Any) -> None:
-    """Push-style: an event posted while idle arrives well under the original's 1-5 s."""
+async def test_events_arrive_fast_when_caught_up(
+    si: Any,
+    sim: VCSim,
+    run_provider: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Push-style: while caught up the provider blocks in WaitForUpdatesEx, which returns
+    as soon as an event is posted (no polling), well under the original's 1-5 s."""
+    caplog.set_level(logging.WARNING)
     r = await run_provider(config(sim))
-    await asyncio.sleep(3)  # idle: the provider sits in WaitForUpdatesEx
+    reads: list[float] = []
+    waits: list[float] = []  # how long each WaitForUpdatesEx blocked
+    read, wait = r.provider._read, r.provider._wait
+
+    def counted_read(count: int) -> list[Any]:
+        reads.append(time.monotonic())
+        return read(count)
+
+    def timed_wait(version: str) -> str:
+        t0 = time.monotonic()
+        try:
+            return wait(version)
+        finally:
+            waits.append(time.monotonic() - t0)
+
+    monkeypatch.setattr(r.provider, "_read", counted_read)
+    monkeypatch.setattr(r.provider, "_wait", timed_wait)
+    await asyncio.sleep(4.5)  # idle: one read per WaitForUpdatesEx timeout, not a poll loop
+    idle_reads = len(reads)
+    assert idle_reads <= 4, f"{idle_reads} reads in 4.5 s idle: polling, not push"
+    assert waits and min(waits) >= WAIT_SECONDS - 0.5, waits  # they timed out: nothing new
+    waits.clear()
     latencies = []
     for i in range(5):
         t0 = time.monotonic()
@@ -256,6 +286,11 @@ async def test_events_arrive_fast_when_caught_up(si: Any, sim: VCSim, run_provid
         await r.pub.wait(lambda i=i: bool(r.pub.messages(f"lat{i}")))
         latencies.append(time.monotonic() - t0)
         await asyncio.sleep(0.3)
+    # every event woke a blocked WaitForUpdatesEx long before its timeout
+    woken = [w for w in waits if w < WAIT_SECONDS / 2]
+    assert len(woken) >= 5, waits
+    assert "WaitForUpdatesEx unavailable" not in caplog.text
+    assert statistics.median(latencies) < 0.5, latencies  # the issue's p50 target
     assert max(latencies) < 1.0, latencies  # the original: 1 to 5 s
 
 
