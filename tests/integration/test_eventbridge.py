@@ -27,10 +27,17 @@ from moto.server import ThreadedMotoServer
 from event_router.core import DeliveryError, RouterContext
 from event_router.delivery import RetryPolicy
 from event_router.processors import processor_class
-from event_router.processors.eventbridge import EventBridgeProcessor, EventBridgeSetupError
+from event_router.processors.eventbridge import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_ENTRIES,
+    EventBridgeProcessor,
+    EventBridgeSetupError,
+    entry_size,
+)
 from event_router.router import Router
 from tests.support.configs import webhook_context
 from tests.support.net import free_port
+from tests.support.polling import wait_until
 
 REGION = "us-west-1"
 ACCOUNT = "123456789012"
@@ -101,7 +108,12 @@ def aws(moto_url: str) -> AWS:
 
 
 def router_context(
-    endpoint: str, bus: str, rule_arn: str, refresh: float = 300.0, port: int = 8080
+    endpoint: str,
+    bus: str,
+    rule_arn: str,
+    refresh: float = 300.0,
+    port: int = 8080,
+    auth: dict[str, Any] | None = None,
 ) -> RouterContext:
     return webhook_context(
         "eventbridge-test",
@@ -114,7 +126,8 @@ def router_context(
                 "ruleARN": rule_arn,
                 "endpoint": endpoint,
                 "ruleRefreshSeconds": refresh,
-                "auth": {
+                "auth": auth
+                or {
                     "type": "aws_access_key",
                     "awsAccessKeyAuth": {"accessKey": "testing", "secretKey": "testing"},
                 },
@@ -232,10 +245,7 @@ async def test_changed_rule_applies_after_the_re_read(aws: AWS) -> None:
             EventBusName=aws.bus,
             EventPattern=json.dumps({"detail": {"subject": [{"prefix": "VmPowered"}]}}),
         )
-        for _ in range(50):
-            if proc.counters["pattern_changes"]:
-                break
-            await asyncio.sleep(0.1)
+        await wait_until(lambda: proc.counters["pattern_changes"] > 0, 5.0, "the re-read")
         assert proc.counters["pattern_changes"] == 1
         await proc.process(vm_event("VmPoweredOffEvent", n=2))
         got = await aws.received(1)
@@ -292,11 +302,22 @@ class FailingProxy:
     Answers like EventBridge: HTTP 200, ``FailedEntryCount``, ``Entries`` in request order.
     """
 
-    def __init__(self, upstream: str, decide: Callable[[str, int], str | None]) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        decide: Callable[[str, int], str | None],
+        hold: dict[str, float] | None = None,
+    ) -> None:
         self.upstream = upstream
         self.decide = decide
+        #: seconds a PutEvents call carrying that event id is held before it is answered
+        self.hold = hold or {}
         self.attempts: dict[str, int] = {}
         self.batches: list[int] = []
+        #: bytes of each PutEvents call's entries, counted as EventBridge counts them
+        self.batch_bytes: list[int] = []
+        #: event id -> loop time its PutEvents call arrived (first attempt)
+        self.arrived: dict[str, float] = {}
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._session: ClientSession | None = None
@@ -335,6 +356,13 @@ class FailingProxy:
             return web.Response(status=status, body=data, headers={"Content-Type": ctype})
         entries = json.loads(body)["Entries"]
         self.batches.append(len(entries))
+        self.batch_bytes.append(sum(entry_size(e) for e in entries))
+        now = asyncio.get_running_loop().time()
+        keys = [json.loads(e["Detail"])["id"] for e in entries]
+        for key in keys:
+            self.arrived.setdefault(key, now)
+        if held := max((self.hold.get(k, 0.0) for k in keys), default=0.0):
+            await asyncio.sleep(held)
         results: list[dict[str, Any] | None] = []
         passed = []
         for entry in entries:
@@ -392,6 +420,79 @@ async def test_failed_entries_are_retried_alone(aws: AWS) -> None:
     assert len(retries) == 10 and {a for a, _ in retries} == {1, 2}
     assert any("ThrottlingException" in r for _, r in retries)
     assert proc.counters["retried"] == 10 and proc.counters["sent"] == 10
+
+
+async def test_batches_respect_the_entry_and_size_limits(aws: AWS) -> None:
+    arn = aws.put_rule("limits", {"detail": {"subject": [{"exists": True}]}})
+    big = "x" * (100 * 1024)  # two such entries fit in 256 KB, three do not
+
+    async with FailingProxy(aws.url, lambda k, a: None) as proxy:
+        proc = await started(router_context(proxy.url, aws.bus, arn))
+        try:
+            large = [
+                CloudEvent(
+                    {"id": f"big-{i}", "source": "urn:test", "type": "t", "subject": "Big"},
+                    {"Key": i, "Blob": big},
+                )
+                for i in range(6)
+            ]
+            await asyncio.gather(*(proc.process(e) for e in large))
+            large_batches = list(proxy.batches)
+            large_bytes = list(proxy.batch_bytes)
+            small = [vm_event("VmPoweredOffEvent", n=100 + i) for i in range(45)]
+            await asyncio.gather(*(proc.process(e) for e in small))
+            small_batches = proxy.batches[len(large_batches) :]
+        finally:
+            await proc.close()
+    assert sum(large_batches) == 6 and sum(small_batches) == 45
+    assert all(b <= MAX_BATCH_BYTES for b in large_bytes), large_bytes
+    assert max(large_batches) == 2, large_batches  # packed up to the byte limit, not beyond
+    assert max(small_batches) == MAX_BATCH_ENTRIES, small_batches  # full batches, never 11+
+    assert proc.counters["sent"] == 51 and proc.counters["failed"] == 0
+    got = await aws.received(51, timeout=10)
+    assert sorted(m["detail"]["id"] for m in got) == sorted(
+        [e["id"] for e in large] + [e["id"] for e in small]
+    )
+
+
+async def test_a_waiting_batch_leaves_within_a_second(aws: AWS) -> None:
+    """While a PutEvents call is in flight, the next batch waits for more entries, at most 1 s."""
+    arn = aws.put_rule("linger", {"detail": {"subject": [{"exists": True}]}})
+    first = vm_event("VmPoweredOnEvent", n=1)
+    second = vm_event("VmPoweredOnEvent", n=2)
+    loop = asyncio.get_running_loop()
+    async with FailingProxy(aws.url, lambda k, a: None, hold={first["id"]: 4.0}) as proxy:
+        proc = await started(router_context(proxy.url, aws.bus, arn))
+        try:
+            slow = asyncio.create_task(proc.process(first))
+            await wait_until(lambda: first["id"] in proxy.arrived, 5.0, "the first call")
+            t0 = loop.time()
+            await proc.process(second)
+            waited = proxy.arrived[second["id"]] - t0
+            assert not slow.done()  # the first call is still held by the proxy
+            await slow
+        finally:
+            await proc.close()
+    assert 0.9 <= waited <= 1.5, waited
+    assert proxy.batches == [1, 1]
+
+
+async def test_iam_role_auth_uses_the_default_credential_chain(
+    aws: AWS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-env")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "from-env-secret")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    arn = aws.put_rule("iam", {"detail": {"subject": ["VmPoweredOnEvent"]}})
+    proc = await started(router_context(aws.url, aws.bus, arn, auth={"type": "aws_iam_role"}))
+    try:
+        creds = proc._client._request_signer._credentials
+        assert (creds.access_key, creds.method) == ("from-env", "env")
+        await proc.process(vm_event("VmPoweredOnEvent", n=5))
+    finally:
+        await proc.close()
+    assert [m["detail"]["data"]["Key"] for m in await aws.received(1)] == [5]
 
 
 async def test_entries_failing_for_good_raise_delivery_error(aws: AWS, caplog: Any) -> None:

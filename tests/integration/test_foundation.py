@@ -113,16 +113,25 @@ def test_crd_object_watch_status_subresource_and_schema(
     group, plural = widget_crd
     api = client.CustomObjectsApi(k8s_client)
 
-    # Watch the namespace's widgets in a thread while we create and update one.
+    # Watch the namespace's widgets in a thread while we create and update one. The watch
+    # starts at the list's resourceVersion, so it sees every change after that point however
+    # late its request reaches the server (no sleep, no race with the create below).
+    listed: Any = api.list_namespaced_custom_object(group, "v1", namespace, plural)
+    assert listed["items"] == []
+    since = listed["metadata"]["resourceVersion"]
     seen: list[tuple[str, dict[str, Any]]] = []
     watcher = watch.Watch()
-    watching = threading.Event()
 
     def watch_widgets() -> None:
-        watching.set()
         ev: Any
         for ev in watcher.stream(
-            api.list_namespaced_custom_object, group, "v1", namespace, plural, timeout_seconds=30
+            api.list_namespaced_custom_object,
+            group,
+            "v1",
+            namespace,
+            plural,
+            resource_version=since,
+            timeout_seconds=30,
         ):
             seen.append((ev["type"], ev["object"]))
             obj = ev["object"]
@@ -131,8 +140,6 @@ def test_crd_object_watch_status_subresource_and_schema(
 
     thread = threading.Thread(target=watch_widgets, daemon=True)
     thread.start()
-    watching.wait(5)
-    time.sleep(0.5)  # let the watch request reach the server
 
     created: Any = api.create_namespaced_custom_object(
         group, "v1", namespace, plural,
