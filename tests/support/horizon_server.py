@@ -54,6 +54,8 @@ class Request:
     path: str
     query: dict[str, str] = field(default_factory=dict)
     status: int = 0
+    #: time.monotonic() when the request arrived
+    at: float = field(default_factory=time.monotonic)
 
 
 class HorizonServer:

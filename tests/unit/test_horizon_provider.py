@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import time
@@ -274,6 +275,32 @@ async def test_refresh_token_expiry_logs_in_again() -> None:
         assert any(r.path == "/rest/refresh" and r.status == 400 for r in server.requests)
 
 
+async def test_tokens_expiring_by_lifetime_while_streaming_lose_nothing() -> None:
+    """Short token lifetimes (Horizon: 30 min / 8 h): the provider refreshes and logs in
+    again as they run out, with no error backoff, no lost or repeated event."""
+    async with HorizonServer(
+        password=PASSWORD, access_token_lifetime=0.2, refresh_token_lifetime=0.7
+    ) as server:
+        provider = make_provider(make_config(server.url))
+        provider.error_max_delay = 5.0  # an error path would show as a stall
+        publisher = CollectingPublisher()
+        async with running(provider, publisher):
+            await wait_until(lambda: provider.ready)
+            added = []
+            for _ in range(25):
+                added.append(server.add_event())
+                await asyncio.sleep(0.1)
+                assert provider.ready
+            await publisher.wait_for(len(added), within=2.0)
+            await quiet_polls(server)
+        assert publisher.ids == [e["id"] for e in added]
+        assert server.refreshes >= 2 and server.logins >= 3, (server.refreshes, server.logins)
+        statuses = [q.status for q in server.event_queries()]
+        assert 401 in statuses  # tokens did expire under the provider
+        # apart from those 401s every query succeeded: no error answers, no error path
+        assert set(statuses) == {200, 401}, statuses
+
+
 async def test_restart_with_checkpoint_loses_nothing(tmp_path: Path) -> None:
     async with HorizonServer(password=PASSWORD) as server:
         config = make_config(server.url, checkpoint_dir=tmp_path)
@@ -463,6 +490,35 @@ async def test_server_down_for_a_while_then_resumes(caplog: pytest.LogCaptureFix
             await quiet_polls(server)
         assert publisher.ids == [e["id"] for e in [before, *during, after]]
         assert "reachable again" in caplog.text
+
+
+async def test_idle_polls_back_off_and_the_first_event_resets_the_interval() -> None:
+    """Nothing new: the pause between polls doubles from pollIntervalSeconds up to the
+    idle bound (5 s by default) and no further; an event brings it back to the interval."""
+    assert HorizonConfig.model_fields["pollIntervalSeconds"].default == 1.0
+    assert HorizonProvider.idle_max_delay == 5.0
+    async with HorizonServer(password=PASSWORD) as server:
+        provider = make_provider(make_config(server.url))  # interval 0.05 s
+        provider.idle_max_delay = 0.4
+        publisher = CollectingPublisher()
+        async with running(provider, publisher):
+            await wait_until(lambda: provider.ready)
+            start = len(server.event_queries())
+            await asyncio.sleep(2.0)  # idle
+            idle = [q.at for q in server.event_queries()[start:]]
+            gaps = [b - a for a, b in itertools.pairwise(idle)]
+            assert len(gaps) >= 3, gaps
+            assert all(g >= 0.09 for g in gaps), gaps  # never the 0.05 s interval when idle
+            assert max(gaps) >= 0.35, gaps  # grew to the bound ...
+            assert all(g <= 0.4 + 0.25 for g in gaps), gaps  # ... and not beyond it
+            assert len(gaps) <= 2.0 / 0.1, gaps
+            server.add_event()
+            await publisher.wait_for(1)
+            delivered_at = time.monotonic()
+            await wait_until(lambda: server.event_queries()[-1].at > delivered_at + 0.01)
+            after = [q.at for q in server.event_queries() if q.at > delivered_at]
+        # the poll right after the one that found the event comes after the short interval
+        assert after[0] - delivered_at < 0.2, after[0] - delivered_at
 
 
 async def test_event_database_not_configured_409_is_retried() -> None:
