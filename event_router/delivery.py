@@ -1,8 +1,9 @@
 """Delivery with retries: exponential backoff with jitter, ``Retry-After`` honoured.
 
-Retried: transport errors (connect, read, write, timeouts, protocol; httpx or aiohttp),
-and the statuses for which ``retry_status`` answers True (by default 408, 429 and 5xx).
-Any other status (other 4xx) is not retried. After the last attempt, or on a non-retryable status,
+Delivered: a 2xx answer only. Retried: transport errors (connect, read, write, timeouts,
+protocol; httpx or aiohttp), and the statuses for which ``retry_status`` answers True (by
+default 408, 429 and 5xx). Any other status (a 3xx redirect, which is not followed, or another
+4xx) is not retried. After the last attempt, or on a non-retryable status,
 :class:`~event_router.core.DeliveryError` is raised.
 """
 
@@ -17,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import httpx
@@ -129,7 +131,7 @@ async def send_with_retry(
     on_retry: RetryHook | None = None,
     what: str = "delivery",
 ) -> R:
-    """Call ``send`` until it returns a 2xx/3xx response or retries are exhausted.
+    """Call ``send`` until it returns a 2xx response or retries are exhausted.
 
     Returns the successful response. Raises :class:`DeliveryError` (``retryable`` tells
     whether the last failure was of a retryable kind) when the status is not retryable or
@@ -156,9 +158,16 @@ async def send_with_retry(
                 ) from err
         else:
             status = response.status_code
-            if status < 400:
+            if 200 <= status < 300:
                 return response
             reason = f"HTTP {status}"
+            if status < 400:  # a redirect: the receiver did not take the event
+                raise DeliveryError(
+                    f"{what} redirected with HTTP {status} to "
+                    f"{_location(response.headers.get('location'))}: redirects are not "
+                    "followed; set the destination to the final URL",
+                    retryable=False,
+                )
             if not retry_status(status):
                 raise DeliveryError(
                     f"{what} rejected with HTTP {status} (not retryable): {_snippet(response)}",
@@ -192,6 +201,17 @@ def _is_certificate_error(err: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _location(value: str | None) -> str:
+    """A redirect target for an error message, without credentials or query."""
+    if not value:
+        return "(no Location header)"
+    parts = urlsplit(value)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", "")) or "(no Location header)"
 
 
 def _snippet(response: ResponseLike, limit: int = 200) -> str:

@@ -52,16 +52,25 @@ class CloudEventSink:
         self.max_in_flight = 0
         self._fail: deque[int] = deque()
         self._retry_after: str | None = None
+        self._location: str | None = None
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
     # --- control ---------------------------------------------------------------------
 
-    def fail_next(self, n: int, status: int = 503, retry_after: str | None = None) -> None:
-        """Answer the next ``n`` requests with ``status`` (optionally with Retry-After)."""
+    def fail_next(
+        self,
+        n: int,
+        status: int = 503,
+        retry_after: str | None = None,
+        location: str | None = None,
+    ) -> None:
+        """Answer the next ``n`` requests with ``status`` (optionally with Retry-After, or
+        with Location for a redirect)."""
         for _ in range(n):
             self._fail.append(status)
         self._retry_after = retry_after
+        self._location = location
 
     async def wait_for(self, count: int, timeout: float) -> list[CloudEvent]:  # noqa: ASYNC109
         """Wait until at least ``count`` events arrived; raise TimeoutError otherwise."""
@@ -117,6 +126,8 @@ class CloudEventSink:
             if self._fail:
                 status = self._fail.popleft()
                 headers = {"Retry-After": self._retry_after} if self._retry_after else {}
+                if self._location:
+                    headers["Location"] = self._location
                 return web.Response(status=status, headers=headers, text="injected failure")
             try:
                 events = self._decode(request, body)

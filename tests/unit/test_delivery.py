@@ -71,6 +71,21 @@ async def test_other_4xx_is_not_retried(status: int) -> None:
         assert sink.requests == 1
 
 
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_redirect_is_a_failure_not_a_delivery(status: int) -> None:
+    # the event was not taken by the receiver: counting it delivered would advance a
+    # checkpoint past it; following a 301/302/303 would re-send it as a GET without a body
+    async with CloudEventSink() as sink, httpx.AsyncClient() as client:
+        sink.fail_next(1, status, location="http://user:pw@other.example:8080/in?token=t0k")
+        with pytest.raises(DeliveryError) as info:
+            await _deliver(client, sink.url)
+        message = str(info.value)
+        assert f"redirected with HTTP {status} to http://other.example:8080/in" in message
+        assert "pw" not in message and "t0k" not in message
+        assert info.value.retryable is False
+        assert sink.requests == 1 and sink.events == []
+
+
 async def test_gives_up_after_the_last_attempt() -> None:
     async with CloudEventSink() as sink, httpx.AsyncClient() as client:
         sink.fail_next(10, 503)

@@ -279,9 +279,11 @@ async def test_sink_503_twice_then_ok_gets_event_once_and_counts_show() -> None:
         assert "event_router_ready 1.0" in metrics
 
 
-async def test_sink_400_gets_event_once_and_failure_is_counted() -> None:
+@pytest.mark.parametrize("status", [400, 307])
+async def test_sink_400_gets_event_once_and_failure_is_counted(status: int) -> None:
+    # a redirect (not followed) is a failure too: the sink did not take the event
     async with CloudEventSink() as sink, running(make_config(sink.url)) as router:
-        sink.fail_next(1, 400)
+        sink.fail_next(1, status, location=sink.url + "moved")
         async with httpx.AsyncClient() as client:
             for n in (1, 2):
                 headers, body = to_binary(sample_event(n))
