@@ -112,6 +112,11 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(tmp_path: Path) -> N
                     30,
                     "the first events at the sink and a checkpoint inside the stream",
                 )
+                # kill at a point of the stream independent of when checkpoints are
+                # written (anywhere in a period), not right after a write
+                await wait_until(
+                    lambda: progress[0] >= TOTAL * 6 // 10, 30, "60 % of the stream posted"
+                )
                 os.kill(router.pid, signal.SIGKILL)
                 router.wait(10)
                 assert progress[0] < TOTAL, "the stream must still be running at the kill"
