@@ -521,6 +521,30 @@ async def test_idle_polls_back_off_and_the_first_event_resets_the_interval() -> 
         assert after[0] - delivered_at < 0.2, after[0] - delivered_at
 
 
+async def test_malformed_events_are_skipped_and_the_stream_goes_on(tmp_path: Path) -> None:
+    """An event without a type cannot become a CloudEvent: skipped, counted in events_err,
+    and the checkpoint moves past it; one without an integer id cannot be placed in the
+    stream and is ignored. The events around them are delivered in order."""
+    async with HorizonServer(password=PASSWORD) as server:
+        provider = make_provider(make_config(server.url, checkpoint_dir=tmp_path))
+        publisher = CollectingPublisher()
+        t = int(time.time() * 1000)
+        async with running(provider, publisher):
+            await wait_until(lambda: provider.ready)
+            first = server.add_event(time_ms=t)
+            untyped = server.add_event("", time_ms=t + 1)
+            server.add_event(time_ms=t + 2, id="not-a-number")
+            last = server.add_event(time_ms=t + 3)
+            await publisher.wait_for(2)
+            await quiet_polls(server)
+        assert publisher.ids == [first["id"], last["id"]]
+        assert untyped["id"] not in publisher.ids
+        assert provider.stats.events_err == 1
+        assert provider.stats.events_total == 2
+        saved = json.loads((tmp_path / "horizon-127.0.0.1.json").read_text())
+        assert (saved["lastEventTime"], saved["idsAtLastTime"]) == (t + 3, [last["id"]])
+
+
 async def test_event_database_not_configured_409_is_retried() -> None:
     async with HorizonServer(password=PASSWORD) as server:
         server.events_db_configured = False
