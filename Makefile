@@ -39,14 +39,15 @@ lint: install
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy $(LINT_EXTRA)
 
-# pytest exit code 5 means "no tests were collected": a failure, never a pass.
+# pytest exit code 5 means "no tests were collected", or (tests/conftest.py) that every
+# collected test was skipped: a failure, never a pass.
 test: install tools lint
 	@$(VENV)/bin/pytest -ra $(PYTEST_ARGS); rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+	if [ $$rc -eq 5 ]; then echo "make test: no test ran (none collected, or all skipped)" >&2; exit 1; fi; exit $$rc
 
 test-unit: install
 	@$(VENV)/bin/pytest -ra -m "not integration" $(PYTEST_ARGS); rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "make test-unit: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+	if [ $$rc -eq 5 ]; then echo "make test-unit: no test ran (none collected, or all skipped)" >&2; exit 1; fi; exit $$rc
 
 testenv-up:
 	$(PYTHON) hack/testenv up

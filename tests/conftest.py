@@ -25,3 +25,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         path = Path(str(item.path)).resolve()
         if any(path.is_relative_to(d) for d in _ENV_DIRS):
             item.add_marker(pytest.mark.integration)
+
+
+# A run in which no test ran (all skipped, say, because something they need was missing) is
+# not a pass: `make test` and `.ci/run` must fail then. pytest itself exits 5 only when none
+# was collected; here a run without a single executed test exits 5 as well.
+_ran = [0]
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and not report.skipped:
+        _ran[0] += 1
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if (
+        exitstatus == pytest.ExitCode.OK
+        and session.testscollected
+        and not _ran[0]
+        and not session.config.option.collectonly
+    ):
+        session.exitstatus = pytest.ExitCode.NO_TESTS_COLLECTED
