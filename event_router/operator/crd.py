@@ -13,7 +13,10 @@ Differences from the router's own file (:mod:`event_router.config.models`):
 * each ``auth`` accepts only the types its component supports (vCenter: basic_auth,
   Horizon: active_directory, EventBridge: aws_access_key | aws_iam_role, others: basic_auth);
 * ``checkpoint`` of vCenter/Horizon defaults to ``true`` (checkpoints live in a ConfigMap);
-  ``checkpointDir`` and ``certificates`` are not part of the CR (the operator decides).
+  ``checkpointDir`` is not part of the CR (the operator decides);
+* ``certificates.rootCAs`` are references to PEM bundles in ConfigMaps of the RouterConfig's
+  namespace (``{configMapRef: {name, key}}``), not file paths: the operator mounts them into
+  the router pod, or stages them in a private temp dir for an in-process router.
 
 Run ``python -m event_router.operator.crd`` to print the CRD YAML (``crds/`` holds it).
 """
@@ -47,6 +50,8 @@ CRD_NAME = f"{PLURAL}.{GROUP}"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 HOST_PORT = r"^[^\s/]*:[0-9]{1,5}$"
 HTTP_URL = r"^https?://[^\s/]+"
+CONFIGMAP_KEY = r"^[-._a-zA-Z0-9]+$"
+MAX_ROOT_CAS = 16
 
 
 def _rules(*rules: tuple[str, str]) -> ConfigDict:
@@ -284,12 +289,33 @@ class MetricsProviderSpec(Strict):
     default: MetricsDefaultSpec
 
 
+class ConfigMapKeyRef(Strict):
+    """One key of a ConfigMap in the RouterConfig's namespace."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    key: str = Field(min_length=1, max_length=253, pattern=CONFIGMAP_KEY)
+
+
+class RootCARef(Strict):
+    """A PEM bundle of root CA certificates (``-----BEGIN CERTIFICATE-----`` blocks) held in
+    a ConfigMap key (CA certificates are public; trust-manager Bundles write such ConfigMaps)."""
+
+    configMapRef: ConfigMapKeyRef
+
+
+class CertificatesSpec(Strict):
+    """Extra root CAs trusted by every TLS client of the router (vCenter, Horizon, sinks)."""
+
+    rootCAs: list[RootCARef] = Field(default_factory=list, max_length=MAX_ROOT_CAS)
+
+
 class RouterConfigSpec(Strict):
     """One event provider streaming to one event processor."""
 
     eventProvider: EventProviderSpec
     eventProcessor: EventProcessorSpec
     metricsProvider: MetricsProviderSpec | None = None
+    certificates: CertificatesSpec | None = None
     checkpoint: CheckpointTuning = Field(default_factory=CheckpointTuning)
 
 

@@ -186,15 +186,22 @@ def format_table(rows: Iterable[dict[str, str]]) -> str:
 class OperatorProcess:
     """``event-router-operator`` as a subprocess (logs to ``log_path``)."""
 
-    def __init__(self, args: list[str], log_path: Path, kubeconfig: str | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        log_path: Path,
+        kubeconfig: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.args = args
         self.log_path = log_path
         self.kubeconfig = kubeconfig
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
         exe = Path(sys.executable).parent / "event-router-operator"
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         if self.kubeconfig:
             env["KUBECONFIG"] = self.kubeconfig
         with self.log_path.open("ab") as out:

@@ -88,6 +88,14 @@ async def secret_event(name: str, namespace: str | None, memo: Any, **_: Any) ->
         rec.secret_changed(namespace, name)
 
 
+@kopf.on.event("", "v1", "configmaps")
+async def configmap_event(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    """Root CA bundles (``spec.certificates.rootCAs``): a change re-renders the config."""
+    rec = _reconciler(memo)
+    if rec is not None and namespace is not None:
+        rec.configmap_changed(namespace, name)
+
+
 @kopf.on.event("", "v1", "services")
 async def service_event(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
     rec = _reconciler(memo)

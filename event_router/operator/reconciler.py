@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from event_router.config.loader import ConfigError, parse_config
-from event_router.operator import resources
+from event_router.operator import certificates, resources
 from event_router.operator.crd import GROUP, KIND, VERSION, RouterConfigSpec
 from event_router.operator.kube import Kube
 from event_router.operator.resources import Owner
@@ -98,7 +98,9 @@ class Reconciler:
         self.by_secret: dict[tuple[str, str], set[Key]] = defaultdict(set)
         #: sink target -> RouterConfigs sending to it
         self.by_target: dict[Target, set[Key]] = defaultdict(set)
-        self._deps: dict[Key, tuple[set[tuple[str, str]], Target | None]] = {}
+        #: (namespace, ConfigMap name) -> RouterConfigs taking root CAs from it
+        self.by_configmap: dict[tuple[str, str], set[Key]] = defaultdict(set)
+        self._deps: dict[Key, tuple[set[tuple[str, str]], Target | None, set[tuple[str, str]]]] = {}
         self._locks: dict[Key, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._queued: set[Key] = set()
         self._sem = asyncio.Semaphore(concurrency)
@@ -119,6 +121,10 @@ class Reconciler:
 
     def secret_changed(self, namespace: str, name: str) -> None:
         for key in list(self.by_secret.get((namespace, name), ())):
+            self.trigger(key)
+
+    def configmap_changed(self, namespace: str, name: str) -> None:
+        for key in list(self.by_configmap.get((namespace, name), ())):
             self.trigger(key)
 
     def target_changed(self, api_version: str, kind: str, namespace: str, name: str) -> None:
@@ -146,7 +152,7 @@ class Reconciler:
 
     async def forget(self, key: Key) -> None:
         self.known.discard(key)
-        self._index(key, set(), None)
+        self._index(key, set(), None, set())
         await self.runtime.remove(key)
 
     async def close(self) -> None:
@@ -156,20 +162,32 @@ class Reconciler:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.runtime.close()
 
-    def _index(self, key: Key, secrets: set[tuple[str, str]], target: Target | None) -> None:
-        old_secrets, old_target = self._deps.pop(key, (set(), None))
+    def _index(
+        self,
+        key: Key,
+        secrets: set[tuple[str, str]],
+        target: Target | None,
+        configmaps: set[tuple[str, str]],
+    ) -> None:
+        old_secrets, old_target, old_cms = self._deps.pop(key, (set(), None, set()))
         for s in old_secrets:
             self.by_secret[s].discard(key)
             if not self.by_secret[s]:
                 del self.by_secret[s]
+        for c in old_cms:
+            self.by_configmap[c].discard(key)
+            if not self.by_configmap[c]:
+                del self.by_configmap[c]
         if old_target is not None:
             self.by_target[old_target].discard(key)
             if not self.by_target[old_target]:
                 del self.by_target[old_target]
-        if secrets or target is not None:
-            self._deps[key] = (secrets, target)
+        if secrets or target is not None or configmaps:
+            self._deps[key] = (secrets, target, configmaps)
             for s in secrets:
                 self.by_secret[s].add(key)
+            for c in configmaps:
+                self.by_configmap[c].add(key)
             if target is not None:
                 self.by_target[target].add(key)
 
@@ -213,6 +231,23 @@ class Reconciler:
             if obj is not None:
                 versions[sname] = str(obj["metadata"].get("resourceVersion", ""))
 
+        # root CAs (ConfigMaps)
+        ca_refs = certificates.ca_refs(spec)
+        cm_names = sorted({r.configmap for r in ca_refs})
+        configmaps: dict[str, dict[str, str] | None] = {}
+        for cname in cm_names:
+            obj = await asyncio.to_thread(self.kube.get, "v1", "ConfigMap", namespace, cname)
+            configmaps[cname] = certificates.configmap_text(obj)
+            if obj is not None:
+                # "/" cannot be in a Secret name: no clash with the Secrets' entries
+                versions[f"configmap/{cname}"] = str(obj["metadata"].get("resourceVersion", ""))
+        ca_error: certificates.CertificatesError | None = None
+        pems: list[str] = []
+        try:
+            pems = certificates.collect_pems(namespace, ca_refs, configmaps)
+        except certificates.CertificatesError as e:
+            ca_error = e
+
         # sink
         sink_uri: str | None = _sink_display(spec)
         target: Target | None = None
@@ -235,7 +270,12 @@ class Reconciler:
                 sink_ok, sink_reason, sink_msg = False, e.reason, e.message
             if not sink_ok and dest.get("uri"):
                 sink_uri = uri_string(dest["uri"])
-        self._index(key, {(namespace, s) for s in secret_names}, target)
+        self._index(
+            key,
+            {(namespace, s) for s in secret_names},
+            target,
+            {(namespace, c) for c in cm_names},
+        )
         status["sinkUri"] = sink_uri
         conditions.append(condition("SinkResolved", sink_ok, sink_reason, sink_msg))
 
@@ -249,6 +289,8 @@ class Reconciler:
                 else "no credentials needed"
             ),
         )
+        if ca_refs:
+            cred_msg += f"; ConfigMap(s) {', '.join(cm_names)} hold the root CAs"
         try:
             rendered = resources.render_config(
                 name,
@@ -257,9 +299,13 @@ class Reconciler:
                 secrets,
                 sink_uri if sink_ok else "http://unresolved.invalid",
                 runtime=self.runtime.name,
+                root_cas=self.runtime.ca_files(key, ca_refs, pems) if pems else None,
             )
         except CredentialsError as e:
             cred_ok, cred_reason, cred_msg = False, e.reason, e.message
+        if cred_ok and ca_error is not None:
+            rendered = None
+            cred_ok, cred_reason, cred_msg = False, ca_error.reason, ca_error.message
         conditions.append(condition("CredentialsReady", cred_ok, cred_reason, cred_msg))
 
         runtime_state: RuntimeState | None = None
@@ -279,7 +325,9 @@ class Reconciler:
                 hash_ = resources.config_hash(spec, sink_uri, versions)
                 status["configHash"] = hash_
                 try:
-                    runtime_state = await self.runtime.apply(owner, rendered, config, hash_)
+                    runtime_state = await self.runtime.apply(
+                        owner, rendered, config, hash_, ca_refs
+                    )
                 except ApiException as e:
                     if e.status in (None, 409, 429) or (e.status or 0) >= 500:
                         raise  # transient: retried

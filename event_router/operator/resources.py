@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from event_router.config.models import parse_bind_address
+from event_router.operator.certificates import DEPLOYMENT_CA_DIR, CARef
 from event_router.operator.crd import GROUP, KIND, VERSION, RouterConfigSpec
 from event_router.operator.secrets import inline_credentials, secret_uses
 
@@ -126,16 +127,21 @@ def render_config(
     sink_uri: str | None,
     *,
     runtime: str,
+    root_cas: list[str] | None = None,
 ) -> dict[str, Any]:
     """The router's own config file (the original's shape) for one RouterConfig: inline
     credentials from the Secrets, ``destination.uri`` set to the resolved sink.
 
     ``runtime="deployment"`` always configures the metrics server on 0.0.0.0 (probes);
     ``runtime="inprocess"`` leaves it out (many routers share one process).
+    ``root_cas``: the files the router reads its root CAs from (``certificates.rootCAs``).
     Raises :class:`~event_router.operator.secrets.CredentialsError`.
     """
     data = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
     data = inline_credentials(data, namespace, secrets)
+    data.pop("certificates", None)
+    if root_cas:
+        data["certificates"] = {"rootCAs": list(root_cas)}
     processor = data["eventProcessor"]
     if processor["type"] == "knative":
         if sink_uri is None:
@@ -256,8 +262,32 @@ def container_command(
     return ["event-router", "-config", config_path, "-log-json", "-log-level", log_level]
 
 
+def _ca_volume(ca_refs: list[CARef]) -> dict[str, Any]:
+    """A projected volume with one file per ``certificates.rootCAs`` entry (paths as in
+    :func:`event_router.operator.certificates.deployment_paths`)."""
+    return {
+        "name": "root-cas",
+        "projected": {
+            "defaultMode": 0o444,
+            "sources": [
+                {
+                    "configMap": {
+                        "name": r.configmap,
+                        "items": [{"key": r.key, "path": r.file_name}],
+                    }
+                }
+                for r in ca_refs
+            ],
+        },
+    }
+
+
 def deployment(
-    owner: Owner, rendered: dict[str, Any], hash_: str, options: RuntimeOptions
+    owner: Owner,
+    rendered: dict[str, Any],
+    hash_: str,
+    options: RuntimeOptions,
+    ca_refs: list[CARef] | None = None,
 ) -> dict[str, Any]:
     name = router_name(owner.name)
     port = metrics_port(rendered)
@@ -304,7 +334,12 @@ def deployment(
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
-        ],
+        ]
+        + (
+            [{"name": "root-cas", "mountPath": DEPLOYMENT_CA_DIR, "readOnly": True}]
+            if ca_refs
+            else []
+        ),
     }
     return {
         "apiVersion": "apps/v1",
@@ -341,7 +376,8 @@ def deployment(
                             },
                         },
                         {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
-                    ],
+                    ]
+                    + ([_ca_volume(ca_refs)] if ca_refs else []),
                 },
             },
         },
@@ -365,7 +401,11 @@ def webhook_service(owner: Owner, rendered: dict[str, Any]) -> dict[str, Any] | 
 
 
 def children(
-    owner: Owner, rendered: dict[str, Any], hash_: str, options: RuntimeOptions
+    owner: Owner,
+    rendered: dict[str, Any],
+    hash_: str,
+    options: RuntimeOptions,
+    ca_refs: list[CARef] | None = None,
 ) -> list[dict[str, Any]]:
     """Every owned child of the deployment runtime, in apply order."""
     out = [
@@ -373,7 +413,7 @@ def children(
         service_account(owner),
         role(owner),
         role_binding(owner),
-        deployment(owner, rendered, hash_, options),
+        deployment(owner, rendered, hash_, options, ca_refs),
     ]
     svc = webhook_service(owner, rendered)
     if svc is not None:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from event_router.config.models import RouterConfig
 from event_router.operator import resources
+from event_router.operator.certificates import CARef, CAStage, deployment_paths
 from event_router.operator.kube import Kube
 from event_router.operator.resources import Owner, RuntimeOptions
 
@@ -41,8 +42,17 @@ class RuntimeState:
 class Runtime(Protocol):
     name: str
 
+    def ca_files(self, key: Key, refs: list[CARef], pems: list[str]) -> list[str]:
+        """The paths the router reads ``spec.certificates.rootCAs`` from."""
+        ...
+
     async def apply(
-        self, owner: Owner, rendered: dict[str, Any], config: RouterConfig, hash_: str
+        self,
+        owner: Owner,
+        rendered: dict[str, Any],
+        config: RouterConfig,
+        hash_: str,
+        ca_refs: list[CARef] | None = None,
     ) -> RuntimeState: ...
 
     async def remove(self, key: Key) -> None: ...
@@ -95,8 +105,16 @@ class DeploymentRuntime:
         #: last applied children digest per RouterConfig (skips no-op applies)
         self._applied: dict[Key, str] = {}
 
+    def ca_files(self, key: Key, refs: list[CARef], pems: list[str]) -> list[str]:
+        return deployment_paths(refs)  # mounted from the ConfigMaps by the kubelet
+
     async def apply(
-        self, owner: Owner, rendered: dict[str, Any], config: RouterConfig, hash_: str
+        self,
+        owner: Owner,
+        rendered: dict[str, Any],
+        config: RouterConfig,
+        hash_: str,
+        ca_refs: list[CARef] | None = None,
     ) -> RuntimeState:
         key = (owner.namespace, owner.name)
         name = resources.router_name(owner.name)
@@ -107,14 +125,16 @@ class DeploymentRuntime:
             )
             if dep is not None:
                 return deployment_state(dep, hash_, owner.namespace, name, owner.name)
-        await asyncio.to_thread(self._apply_all, owner, rendered, hash_)
+        await asyncio.to_thread(self._apply_all, owner, rendered, hash_, ca_refs or [])
         self._applied[key] = digest
         dep = await asyncio.to_thread(self.kube.get, "apps/v1", "Deployment", owner.namespace, name)
         return deployment_state(dep, hash_, owner.namespace, name, owner.name)
 
-    def _apply_all(self, owner: Owner, rendered: dict[str, Any], hash_: str) -> None:
+    def _apply_all(
+        self, owner: Owner, rendered: dict[str, Any], hash_: str, ca_refs: list[CARef]
+    ) -> None:
         self.kube.create_if_absent(resources.checkpoint_configmap(owner))
-        for obj in resources.children(owner, rendered, hash_, self.options):
+        for obj in resources.children(owner, rendered, hash_, self.options, ca_refs):
             self.kube.apply(obj)
         log.info(
             "%s/%s: applied router children (config hash %s)", owner.namespace, owner.name, hash_
@@ -132,8 +152,9 @@ class DeploymentRuntime:
 
 
 class _RouterTask:
-    def __init__(self, hash_: str) -> None:
+    def __init__(self, hash_: str, ca_files: list[str]) -> None:
         self.hash = hash_
+        self.ca_files = ca_files
         self.task: asyncio.Task[None] | None = None
         self.router: Any = None
         self.reason = "RouterStarting"
@@ -160,12 +181,22 @@ class InprocessRuntime:
         self.stop_timeout = stop_timeout
         self.max_backoff = max_backoff
         self.tasks: dict[Key, _RouterTask] = {}
+        #: root CA files of the routers, in a private temp dir
+        self.cas = CAStage()
+
+    def ca_files(self, key: Key, refs: list[CARef], pems: list[str]) -> list[str]:
+        return self.cas.stage(key, pems)
 
     def _state(self, rt: _RouterTask) -> RuntimeState:
         return RuntimeState(True, rt.ready, rt.reason, rt.message)
 
     async def apply(
-        self, owner: Owner, rendered: dict[str, Any], config: RouterConfig, hash_: str
+        self,
+        owner: Owner,
+        rendered: dict[str, Any],
+        config: RouterConfig,
+        hash_: str,
+        ca_refs: list[CARef] | None = None,
     ) -> RuntimeState:
         key = (owner.namespace, owner.name)
         current = self.tasks.get(key)
@@ -174,8 +205,10 @@ class InprocessRuntime:
         if current is not None:
             log.info("%s/%s: config changed, restarting its router", *key)
             await self._stop(current)
+        ca_files = list(config.certificates.rootCAs) if config.certificates else []
+        self.cas.prune(key, ca_files)  # the old router's CA files, now unused
         await asyncio.to_thread(self.kube.create_if_absent, resources.checkpoint_configmap(owner))
-        rt = _RouterTask(hash_)
+        rt = _RouterTask(hash_, ca_files)
         rt.task = asyncio.create_task(self._run(key, rt, config), name=f"router-{key[0]}/{key[1]}")
         self.tasks[key] = rt
         return self._state(rt)
@@ -266,8 +299,10 @@ class InprocessRuntime:
         if rt is not None:
             log.info("%s/%s: RouterConfig deleted, stopping its router", *key)
             await self._stop(rt)
+        self.cas.remove(key)
 
     async def close(self) -> None:
         tasks = list(self.tasks.values())
         self.tasks.clear()
         await asyncio.gather(*(self._stop(rt) for rt in tasks), return_exceptions=True)
+        self.cas.close()

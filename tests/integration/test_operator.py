@@ -34,6 +34,7 @@ from event_router.operator.devtools import (
     wait_for,
 )
 from event_router.operator.kube import request
+from tests.support.horizon_server import make_tls
 from tests.support.net import free_port
 from tests.support.sink import CloudEventSink
 from tests.support.vcsim import VCSim, post_general_events
@@ -78,7 +79,9 @@ def operator(tmp_path: Path, namespace: str, testenv: Any) -> Iterator[Any]:
     """Start an operator for ``namespace`` with the given runtime (factory)."""
     started: list[OperatorProcess] = []
 
-    def start(runtime: str = "deployment", *extra: str) -> OperatorProcess:
+    def start(
+        runtime: str = "deployment", *extra: str, env: dict[str, str] | None = None
+    ) -> OperatorProcess:
         op = OperatorProcess(
             [
                 "--runtime",
@@ -94,6 +97,7 @@ def operator(tmp_path: Path, namespace: str, testenv: Any) -> Iterator[Any]:
             ],
             tmp_path / f"operator-{len(started)}.log",
             kubeconfig=testenv.kubeconfig,
+            env=env,
         ).start()
         started.append(op)
         return op
@@ -649,3 +653,155 @@ async def test_inprocess_bad_password_is_reported_then_fixed_by_the_secret(
             # fixing the Secret is enough: a new config hash restarts the router
             apply(api, basic_secret("vc-creds", sim.username, sim.password), ns)
             await asyncio.to_thread(wait_for, ready(api, ns, "vcsim"), 40, "Ready after the fix")
+
+
+# --- root CAs by reference (spec.certificates.rootCAs) -------------------------------------------
+
+CA_REF = {"rootCAs": [{"configMapRef": {"name": "corp-ca", "key": "ca.crt"}}]}
+
+
+def ca_configmap(data: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "corp-ca"}, "data": data}
+
+
+async def test_inprocess_trusts_vcsim_and_sink_only_through_the_referenced_ca(
+    api: client.ApiClient, namespace: str, operator: Any, tmp_path: Path
+) -> None:
+    """vcsim and the sink serve TLS certificates of a private CA; insecureSSL is off, so the
+    in-process router reaches them only by trusting the CA from the ConfigMap."""
+    ns = namespace
+    ca, server_ctx = make_tls(tmp_path)
+    op_tmp = tmp_path / "operator-tmp"
+    op_tmp.mkdir()
+    tls_args = ("-tlscert", str(tmp_path / "server.pem"), "-tlskey", str(tmp_path / "key.pem"))
+    with VCSim(args=tls_args) as sim:
+        async with CloudEventSink(ssl_context=server_ctx) as sink:
+            assert sink.url.startswith("https://")
+            apply(api, basic_secret("vc-creds", sim.username, sim.password), ns)
+            spec = vcsim_spec(sim, sink.url)
+            spec["eventProvider"]["vcenter"]["insecureSSL"] = False
+            spec["eventProcessor"]["knative"]["destination"]["uri"]["scheme"] = "https"
+            spec["certificates"] = CA_REF
+            create_rc(api, ns, rc("tls", spec))
+            op = operator("inprocess", env={"TMPDIR": str(op_tmp)})
+
+            # no ConfigMap yet: an actionable reason, nothing started
+            obj = await asyncio.to_thread(
+                wait_for,
+                ready(api, ns, "tls", status="False", reason="CertificatesMissing"),
+                30,
+                "CertificatesMissing",
+            )
+            assert condition(obj, "Ready")["message"] == (
+                f"ConfigMap {ns}/corp-ca (referenced by certificates.rootCAs[0].configMapRef) "
+                "not found; create it with key ca.crt holding the PEM CA bundle"
+            )
+            assert condition(obj, "CredentialsReady")["reason"] == "CertificatesMissing"
+            assert condition(obj, "Deployed")["status"] == "False"
+            # the ConfigMap with the wrong key: still missing, the message says which keys it has
+            apply(api, ca_configmap({"tls.crt": ca.read_text()}), ns)
+            lacks = "lacks key ca.crt (has: tls.crt)"
+            obj = await asyncio.to_thread(
+                wait_for,
+                lambda: (
+                    (o := get_rc(api, ns, "tls"))
+                    and lacks in condition(o, "Ready").get("message", "")
+                    and o
+                ),
+                20,
+                "lacks key ca.crt",
+            )
+            assert condition(obj, "Ready")["reason"] == "CertificatesMissing"
+
+            # the right key: Ready without touching the RouterConfig, events flow over TLS
+            apply(api, ca_configmap({"ca.crt": ca.read_text()}), ns)
+            obj = await asyncio.to_thread(wait_for, ready(api, ns, "tls"), 40, "Ready via the CA")
+            assert obj["metadata"]["generation"] == 1
+            si = await asyncio.to_thread(sim.connect)
+            await asyncio.to_thread(post_general_events, si, 5, "tls")
+            await _wait_messages(sink, {f"tls-{i}" for i in range(5)}, 30)
+            # control: the same RouterConfig without the CA is refused by vcsim's certificate
+            untrusted = {k: v for k, v in spec.items() if k != "certificates"}
+            create_rc(api, ns, rc("no-ca", untrusted))
+            obj = await asyncio.to_thread(
+                wait_for,
+                ready(api, ns, "no-ca", status="False", reason="RouterFailed"),
+                30,
+                "RouterFailed without the CA",
+            )
+            assert "certificates.rootCAs" in condition(obj, "Ready")["message"]
+            request(api, "DELETE", rc_path(ns, "no-ca"))
+            # the CA was staged in a private temp dir of the operator ...
+            (staged,) = op_tmp.glob("event-router-ca-*/*/*/ca-0.pem")
+            assert staged.read_text() == ca.read_text()
+            assert staged.parent.stat().st_mode & 0o777 == 0o700
+
+            # ... and removed with the RouterConfig, the base dir with the operator
+            request(api, "DELETE", rc_path(ns, "tls"))
+            await asyncio.to_thread(
+                wait_for,
+                lambda: not list(op_tmp.glob("event-router-ca-*/*")),
+                20,
+                "the staged CA removed",
+            )
+            assert op.stop() == 0, op.log()
+            assert list(op_tmp.iterdir()) == []
+
+
+async def test_deployment_runtime_mounts_root_cas_and_rolls_when_the_ca_changes(
+    api: client.ApiClient, namespace: str, operator: Any, tmp_path: Path
+) -> None:
+    ns = namespace
+    ca1, _ = make_tls(tmp_path)
+    pem1 = ca1.read_text()
+    apply(api, basic_secret("vc-creds"), ns)
+    apply(api, ca_configmap({"ca.crt": pem1}), ns)
+    spec = uri_spec()
+    spec["certificates"] = CA_REF
+    create_rc(api, ns, rc("vc", spec))
+    operator("deployment")
+    name = dep_name("vc")
+    await asyncio.to_thread(
+        wait_for,
+        lambda: condition(get_rc(api, ns, "vc"), "Deployed").get("status") == "True",
+        30,
+        "Deployed",
+    )
+    # the API server accepted the Deployment with the projected, read-only CA volume
+    dep = request(api, "GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}")
+    pod = dep["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "root-cas"]
+    assert volume["projected"]["sources"] == [
+        {"configMap": {"name": "corp-ca", "items": [{"key": "ca.crt", "path": "ca-0.pem"}]}}
+    ]
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "root-cas"]
+    assert mount == {"name": "root-cas", "mountPath": "/etc/event-router-ca", "readOnly": True}
+    secret = request(
+        api, "GET", f"/api/v1/namespaces/{ns}/secrets/{resources.config_secret_name('vc')}"
+    )
+    rendered = yaml.safe_load(base64.b64decode(secret["data"]["config.yaml"]))
+    assert rendered["certificates"] == {"rootCAs": ["/etc/event-router-ca/ca-0.pem"]}
+    assert pem1 not in yaml.safe_dump(rendered)  # a path, not the bundle
+    hash1 = dep["spec"]["template"]["metadata"]["annotations"][resources.HASH_ANNOTATION]
+
+    # a rotated CA rolls the pod (the router reads its CAs at start)
+    (tmp_path / "ca2").mkdir()
+    ca2, _ = make_tls(tmp_path / "ca2")
+    apply(api, ca_configmap({"ca.crt": ca2.read_text()}), ns)
+
+    def rolled() -> bool:
+        d = request(api, "GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}")
+        h = d["spec"]["template"]["metadata"]["annotations"][resources.HASH_ANNOTATION]
+        return h != hash1 and h == get_rc(api, ns, "vc")["status"].get("configHash")
+
+    await asyncio.to_thread(wait_for, rolled, 20, "a new config hash after the CA changed")
+    # a bundle that is no PEM: reported, the last good config keeps running
+    apply(api, ca_configmap({"ca.crt": "not a certificate"}), ns)
+    obj = await asyncio.to_thread(
+        wait_for,
+        ready(api, ns, "vc", status="False", reason="CertificatesInvalid"),
+        20,
+        "CertificatesInvalid",
+    )
+    assert "not a PEM certificate bundle" in condition(obj, "Ready")["message"]
+    assert condition(obj, "Deployed")["message"] == "the last good config keeps running"

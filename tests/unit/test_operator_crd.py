@@ -266,6 +266,27 @@ INVALID: list[tuple[str, list[Callable[[dict[str, Any]], None]], str]] = [
         ],
         "spec.eventProvider.horizon.pollIntervalSeconds",
     ),
+    # root CAs by reference only: a file path of the operator's machine means nothing
+    (
+        "rootca-as-file-path",
+        [_set("certificates", {"rootCAs": ["/etc/ssl/my-ca.pem"]})],
+        "spec.certificates.rootCAs[0]",
+    ),
+    (
+        "rootca-key-missing",
+        [_set("certificates", {"rootCAs": [{"configMapRef": {"name": "corp-ca"}}]})],
+        "spec.certificates.rootCAs[0].configMapRef.key",
+    ),
+    (
+        "rootca-key-with-slash",
+        [
+            _set(
+                "certificates",
+                {"rootCAs": [{"configMapRef": {"name": "corp-ca", "key": "../ca.crt"}}]},
+            )
+        ],
+        "spec.certificates.rootCAs[0].configMapRef.key",
+    ),
 ]
 
 

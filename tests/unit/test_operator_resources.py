@@ -4,13 +4,14 @@ Deployment readiness."""
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from event_router.config.loader import parse_config
-from event_router.operator import resources
+from event_router.operator import certificates, resources
 from event_router.operator.crd import RouterConfigSpec
 from event_router.operator.reconciler import merge_conditions
 from event_router.operator.runtimes import deployment_state
@@ -258,3 +259,104 @@ def test_merge_conditions_keeps_transition_times() -> None:
         old, [{"type": "Ready", "status": "True", "reason": "Z", "message": ""}], 3
     )
     assert flipped[0]["lastTransitionTime"] != "T0"
+
+
+# --- root CAs by reference (spec.certificates.rootCAs) -----------------------------------------
+
+PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+CA_SPEC = {
+    "rootCAs": [
+        {"configMapRef": {"name": "corp-ca", "key": "ca.crt"}},
+        {"configMapRef": {"name": "sink-ca", "key": "bundle.pem"}},
+    ]
+}
+
+
+def test_root_ca_references_resolve_or_name_configmap_key_and_field() -> None:
+    s = spec(certificates=CA_SPEC)
+    refs = certificates.ca_refs(s)
+    assert [(r.configmap, r.key, r.field) for r in refs] == [
+        ("corp-ca", "ca.crt", "certificates.rootCAs[0].configMapRef"),
+        ("sink-ca", "bundle.pem", "certificates.rootCAs[1].configMapRef"),
+    ]
+    good = {"corp-ca": {"ca.crt": PEM}, "sink-ca": {"bundle.pem": PEM + PEM}}
+    assert certificates.collect_pems("team-a", refs, good) == [PEM, PEM + PEM]
+
+    with pytest.raises(certificates.CertificatesError) as e:
+        certificates.collect_pems("team-a", refs, {**good, "sink-ca": None})
+    assert e.value.reason == "CertificatesMissing"
+    assert e.value.message == (
+        "ConfigMap team-a/sink-ca (referenced by certificates.rootCAs[1].configMapRef) "
+        "not found; create it with key bundle.pem holding the PEM CA bundle"
+    )
+    with pytest.raises(certificates.CertificatesError) as e:
+        certificates.collect_pems("team-a", refs, {**good, "corp-ca": {"tls.crt": PEM}})
+    assert e.value.reason == "CertificatesMissing"
+    assert "team-a/corp-ca" in e.value.message and "lacks key ca.crt (has: tls.crt)" in (
+        e.value.message
+    )
+    with pytest.raises(certificates.CertificatesError) as e:
+        certificates.collect_pems("team-a", refs, {**good, "corp-ca": {"ca.crt": "hello"}})
+    assert e.value.reason == "CertificatesInvalid" and "not a PEM certificate bundle" in (
+        e.value.message
+    )
+    # binaryData counts too (a PEM stored as bytes)
+    cm = {"binaryData": {"ca.crt": base64.b64encode(PEM.encode()).decode()}}
+    assert certificates.configmap_text(cm) == {"ca.crt": PEM}
+    assert certificates.configmap_text(None) is None
+
+
+def test_deployment_mounts_root_cas_read_only_and_renders_their_paths() -> None:
+    s = spec(certificates=CA_SPEC)
+    refs = certificates.ca_refs(s)
+    paths = certificates.deployment_paths(refs)
+    assert paths == ["/etc/event-router-ca/ca-0.pem", "/etc/event-router-ca/ca-1.pem"]
+    rendered = resources.render_config(
+        "vc-router", "team-a", s, CREDS, "http://sink", runtime="deployment", root_cas=paths
+    )
+    assert rendered["certificates"] == {"rootCAs": paths}
+    parse_config(rendered)  # the router's loader accepts it (files checked at router start)
+    dep = resources.deployment(OWNER, rendered, "h", resources.RuntimeOptions(), refs)
+    pod = dep["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "root-cas")
+    assert mount == {"name": "root-cas", "mountPath": "/etc/event-router-ca", "readOnly": True}
+    volume = next(v for v in pod["volumes"] if v["name"] == "root-cas")
+    assert volume["projected"]["sources"] == [
+        {"configMap": {"name": "corp-ca", "items": [{"key": "ca.crt", "path": "ca-0.pem"}]}},
+        {"configMap": {"name": "sink-ca", "items": [{"key": "bundle.pem", "path": "ca-1.pem"}]}},
+    ]
+    # no certificates: no volume, no mount, nothing rendered
+    plain = resources.deployment(OWNER, render(), "h", resources.RuntimeOptions())
+    assert all(v["name"] != "root-cas" for v in plain["spec"]["template"]["spec"]["volumes"])
+    assert "certificates" not in render()
+
+
+def test_config_hash_follows_the_ca_configmap_version() -> None:
+    s = spec(certificates=CA_SPEC)
+    h1 = resources.config_hash(s, "http://sink", {"vc-creds": "1", "configmap/corp-ca": "7"})
+    h2 = resources.config_hash(s, "http://sink", {"vc-creds": "1", "configmap/corp-ca": "8"})
+    assert h1 != h2
+
+
+def test_inprocess_ca_stage_is_private_idempotent_and_cleaned_up() -> None:
+    stage = certificates.CAStage()
+    key = ("team-a", "vc")
+    try:
+        first = stage.stage(key, [PEM])
+        (path,) = first
+        assert Path(path).read_text() == PEM
+        assert Path(path).stat().st_mode & 0o777 == 0o600
+        assert Path(path).parent.stat().st_mode & 0o777 == 0o700
+        assert stage.stage(key, [PEM]) == first  # same content, same file
+        second = stage.stage(key, [PEM + PEM])
+        assert second != first and Path(first[0]).exists()  # the old router may still read it
+        stage.prune(key, second)
+        assert not Path(first[0]).exists() and Path(second[0]).exists()
+        other = stage.stage(("team-b", "vc"), [PEM])
+        stage.remove(key)
+        assert not Path(second[0]).exists() and Path(other[0]).exists()
+        base = stage.base
+    finally:
+        stage.close()
+    assert not base.exists()
