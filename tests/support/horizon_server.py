@@ -19,7 +19,8 @@
 Errors use Horizon's body shape ``{"status", "timestamp", "error_messages": [{"error_key",
 "error_message"}]}``. Token lifetimes are configurable (Horizon: access 30 min, refresh
 8 h). Controls for tests: :meth:`add_event`, :meth:`expire_access_tokens`,
-:meth:`expire_refresh_tokens`, :meth:`stop`/:meth:`start` (same port), counters.
+:meth:`expire_refresh_tokens`, :attr:`on_audit_query`, :meth:`stop`/:meth:`start` (same port),
+counters.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import secrets
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,9 @@ class HorizonServer:
         self.logouts = 0
         #: every password received at /rest/login (so tests can check it was the right one)
         self.login_bodies: list[dict[str, Any]] = []
+        #: called with each audit-events request before it is answered (tests use it to
+        #: add events between two pages of one poll, as a busy Horizon would)
+        self.on_audit_query: Callable[[Request], None] | None = None
         self._next_id = 1000
         self._sessions = 0
         self._access: dict[str, _Token] = {}
@@ -280,6 +285,8 @@ class HorizonServer:
 
     async def _audit_events(self, request: web.Request) -> web.Response:
         entry = self._record(request)
+        if self.on_audit_query is not None:
+            self.on_audit_query(entry)
         header = request.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
         token = self._access.get(value) if scheme.lower() == "bearer" else None

@@ -244,6 +244,34 @@ async def test_paging_and_equal_timestamps_across_polls_no_duplicates() -> None:
         assert {"1", "2", "3", "4"} <= pages  # paging used (12 events at the same time, size 3)
 
 
+async def test_events_added_between_pages_of_one_poll_are_neither_lost_nor_repeated() -> None:
+    """Newest first: events that arrive while the provider pages through a window push
+    older ones to later pages, so the next page repeats some; none is delivered twice, none
+    is lost, the order stays oldest first."""
+    async with HorizonServer(password=PASSWORD) as server:
+        provider = make_provider(make_config(server.url))
+        provider.page_size = 3
+        publisher = CollectingPublisher()
+        t = int(time.time() * 1000)
+        late: list[dict[str, Any]] = []
+
+        def busy_horizon(request: Any) -> None:
+            if request.query.get("page") == "2" and not late:
+                late.extend(server.add_event(time_ms=t + 10 + i) for i in range(2))
+                late.append(server.add_event(time_ms=t + 5))  # same ms as an earlier one
+
+        async with running(provider, publisher):
+            await wait_until(lambda: provider.ready)
+            await quiet_polls(server)
+            server.on_audit_query = busy_horizon
+            early = [server.add_event(time_ms=t + i) for i in range(6)]
+            await publisher.wait_for(9)
+            await quiet_polls(server)
+        assert late, "events were added between two pages"
+        expected = sorted(early + late, key=lambda e: (e["time"], e["id"]))
+        assert publisher.ids == [e["id"] for e in expected]
+
+
 async def test_access_token_expiry_refreshes_without_login() -> None:
     async with HorizonServer(password=PASSWORD) as server:
         provider = make_provider(make_config(server.url))
