@@ -36,7 +36,6 @@ from event_router.operator.devtools import (  # noqa: E402
     get_rc,
     install_crd,
     table,
-    wait_for,
 )
 from event_router.operator.kube import request  # noqa: E402
 
@@ -205,15 +204,29 @@ async def main() -> int:
         def is_ready() -> bool:
             return condition(get_rc(api, NS, "vcsim-to-display"), "Ready").get("status") == "True"
 
-        await asyncio.to_thread(wait_for, is_ready, 60, "RouterConfig Ready")
+        # poll here, not in one long thread: Ctrl-C must not wait for a 60 s timeout
+        deadline = loop.time() + 60
+        while not await asyncio.to_thread(is_ready):
+            if stop.is_set():
+                return 0
+            if loop.time() > deadline:
+                say(f"RouterConfig not Ready within 60 s; see {operator.log_path}")
+                return 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
         say("kubectl get routerconfigs")
         print(format_table(await asyncio.to_thread(table, api, NS)), flush=True)
 
         say("powering a VM on in vcsim (pyVmomi)")
         vm = await asyncio.to_thread(power_cycle_vm)
-        try:
-            await asyncio.wait_for(display.powered_on.wait(), 30)
-        except TimeoutError:
+        arrived = asyncio.ensure_future(display.powered_on.wait())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({arrived, stopped}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        arrived.cancel()
+        stopped.cancel()
+        if stop.is_set():
+            return 0
+        if not display.powered_on.is_set():
             say(f"no VmPoweredOnEvent for {vm} within 30 s; see {operator.log_path}")
             return 1
         say(f"VmPoweredOnEvent of {vm} arrived as a CloudEvent")
