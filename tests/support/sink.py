@@ -94,7 +94,8 @@ class CloudEventSink:
     async def __aenter__(self) -> CloudEventSink:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        # a handler still sleeping (``delay``) at exit is cancelled after 2 s, not aiohttp's 60
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()

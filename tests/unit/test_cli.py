@@ -21,7 +21,8 @@ import yaml
 
 from event_router.cli import checkpoint_store_factory
 from event_router.config import ConfigError
-from tests.support.net import free_port
+from tests.support.net import free_port, free_ports
+from tests.support.polling import wait_until
 from tests.support.sink import CloudEventSink
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -238,7 +239,7 @@ async def test_sigterm_with_events_in_flight_delivers_them_and_exits_0(
     count = 6
     # each delivery takes 0.25 s: when SIGTERM arrives, most events are still queued
     async with CloudEventSink(delay=0.25, auth=("sinkuser", SINK_PASS)) as sink:
-        hook_port, metrics_port = free_port(), free_port()
+        hook_port, metrics_port = free_ports(2)
         path = write(tmp_path, router_config(sink.url, hook_port, metrics_port))
         args = ["-config", str(path), "-log-level", "debug"] + (["-log-json"] if json_logs else [])
         stderr_path = tmp_path / "stderr.log"
@@ -308,6 +309,85 @@ async def test_sigterm_with_events_in_flight_delivers_them_and_exits_0(
         messages = lines
     assert any(f"received {signum.name}" in m for m in messages)
     assert any("router stopped" in m for m in messages)
+
+
+def _event(i: int) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": f"down-{i}",
+        "source": "/cli-test",
+        "type": "com.example.test",
+        "data": {"n": i},
+    }
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("down", ["refused", "hanging"])
+async def test_sigterm_with_the_sink_down_stops_within_the_bound_and_exits_0(
+    tmp_path: Path, down: str
+) -> None:
+    """The knative sink is down (nothing listens, or it never answers): SIGTERM stops the
+    router within -shutdown-timeout (plus process teardown), exit 0; the undelivered events
+    are logged as such, and nothing sent after the signal is acknowledged."""
+    bound = 2.0
+    hook_port, metrics_port = free_ports(2)
+    async with CloudEventSink(delay=300) as hanging:
+        sink_url = hanging.url if down == "hanging" else f"http://127.0.0.1:{free_port()}/"
+        config = router_config(sink_url, hook_port, metrics_port)
+        del config["eventProcessor"]["knative"]["auth"]
+        path = write(tmp_path, config)
+        log_path = tmp_path / "stderr.log"
+        with log_path.open("w") as stderr:
+            proc = await asyncio.create_subprocess_exec(
+                SCRIPT,
+                "-config",
+                str(path),
+                "-shutdown-timeout",
+                str(bound),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=stderr,
+                env={**os.environ, "NO_COLOR": "1"},
+            )
+            try:
+                async with httpx.AsyncClient(timeout=10) as client:
+                    await _wait_ready(
+                        client, f"http://127.0.0.1:{metrics_port}/readyz", proc, within=20
+                    )
+                    hook = f"http://127.0.0.1:{hook_port}/webhook"
+                    auth = ("hook", WEBHOOK_PASS)
+                    for i in range(3):
+                        r = await client.post(hook, json=_event(i), auth=auth, headers=CE_JSON)
+                        assert r.status_code == 202, r.text
+                    if down == "hanging":
+                        await wait_until(lambda: hanging.in_flight == 1, 10, "a hanging request")
+                    start = time.monotonic()
+                    proc.send_signal(signal.SIGTERM)
+                    await wait_until(
+                        lambda: "received SIGTERM" in log_path.read_text(), 10, "the signal logged"
+                    )
+                    try:  # intake is closed: refused or 503, never accepted
+                        late = await client.post(hook, json=_event(9), auth=auth, headers=CE_JSON)
+                        assert late.status_code == 503, late.text
+                    except httpx.TransportError:
+                        pass
+                    code = await asyncio.wait_for(proc.wait(), timeout=20)
+                    elapsed = time.monotonic() - start
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+        assert hanging.events == []
+    log_text = log_path.read_text()
+    assert code == 0, log_text
+    # the drain bound, plus closing the provider, processors and interpreter
+    print(f"SIGTERM to exit ({down} sink): {elapsed:.2f}s")
+    assert elapsed < bound + 1.5, (elapsed, log_text)
+    assert "event(s) not delivered within 2.0s; they stay unacknowledged" in log_text
+    assert "router stopped" in log_text
+    assert "down-9" not in log_text
+
+
+CE_JSON = {"Content-Type": "application/cloudevents+json"}
 
 
 def test_startup_error_exits_1_with_the_reason(tmp_path: Path) -> None:
