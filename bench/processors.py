@@ -223,7 +223,7 @@ async def bench_eventbridge(n: int, delivered: int) -> dict[str, Any]:
         proc._send = counting  # type: ignore[method-assign]
         try:
             # phase 1: with the SQS target, check every entry was matched and delivered
-            await drive(proc, make_events(delivered))
+            _, check_failures = await drive(proc, make_events(delivered))
             attrs = sqs.get_queue_attributes(
                 QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"]
             )["Attributes"]
@@ -263,7 +263,7 @@ async def bench_eventbridge(n: int, delivered: int) -> dict[str, Any]:
         "batch_histogram": {str(k): v for k, v in sorted(batches.items())},
         "delivered_to_queue": in_queue,
         "expected_in_queue": delivered,
-        "failures": failures,
+        "failures": failures + check_failures,
     }
 
 
@@ -294,6 +294,23 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
 
 
+def problems(figures: dict[str, Any]) -> list[str]:
+    """What makes the run invalid: failed events, or events missing from the SQS target."""
+    found = []
+    for key in ("openfaas_failures", "eventbridge_failures"):
+        if figures[key]:
+            found.append(f"{key} = {figures[key]}")
+    if figures["eventbridge_delivered_to_queue"] != figures["eventbridge_expected_in_queue"]:
+        found.append(
+            f"{figures['eventbridge_delivered_to_queue']} events in the SQS queue, "
+            f"expected {figures['eventbridge_expected_in_queue']}"
+        )
+    return found
+
+
 if __name__ == "__main__":
     figures = asyncio.run(main())
     print(json.dumps(figures))
+    if bad := problems(figures):
+        log("FAILED: " + "; ".join(bad))
+        sys.exit(1)
