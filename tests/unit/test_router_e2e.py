@@ -29,6 +29,7 @@ from event_router.processors.knative import KnativeProcessor
 from event_router.providers.webhook import WebhookProvider
 from event_router.router import ProcessorSlot, Router
 from tests.support.net import free_port
+from tests.support.polling import wait_until
 from tests.support.sink import CloudEventSink
 
 FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
@@ -378,20 +379,37 @@ async def test_backpressure_slow_sink_waits_drops_nothing_keeps_order() -> None:
 
 
 async def test_queue_full_too_long_answers_503_with_retry_after() -> None:
+    bound = 0.2
     async with (
-        CloudEventSink(delay=1.0) as sink,
-        running(make_config(sink.url), queue_size=1, accept_timeout=0.2) as router,
+        CloudEventSink(delay=0.5) as sink,
+        running(make_config(sink.url), queue_size=1, accept_timeout=bound) as router,
     ):
+        url = webhook_url(router)
         async with httpx.AsyncClient() as client:
-            statuses = []
-            for i in range(4):
-                headers, body = to_binary(sample_event(i))
-                r = await client.post(webhook_url(router), headers=headers, content=body)
-                statuses.append(r.status_code)
-                if r.status_code == 503:
-                    assert r.headers["retry-after"] == "1"
-        # one in delivery, one queued, the rest refused (not dropped silently)
-        assert statuses[:2] == [202, 202] and 503 in statuses[2:]
+
+            async def post(n: int) -> tuple[int, float, str | None]:
+                headers, body = to_binary(sample_event(n))
+                start = time.monotonic()
+                r = await client.post(url, headers=headers, content=body)
+                return r.status_code, time.monotonic() - start, r.headers.get("retry-after")
+
+            first = await post(0)  # taken by the worker: in delivery
+            await wait_until(lambda: sink.in_flight == 1, 5, "the first delivery")
+            second = await post(1)  # queued: the queue (size 1) is now full
+            third = await post(2)  # waits for room, then gives up
+            assert (first[0], second[0]) == (202, 202)
+            # 503 only after the bound, with Retry-After, so a client retry covers it
+            assert third[0] == 503 and third[2] == "1"
+            assert third[1] >= bound, third
+            # the client retries as told: nothing is dropped, each event arrives once
+            for n in (2, 3):
+                while (await post(n))[0] == 503:
+                    await asyncio.sleep(0.05)
+        got = await sink.wait_for(4, timeout=10)
+        assert [e["id"] for e in got] == ["id-0", "id-1", "id-2", "id-3"]
+        assert sink.requests == 4
+        rejected = await _get(router, "/metrics")
+        assert 'event_router_requests_rejected_total{provider="webhook",status="503"}' in rejected
 
 
 async def test_stop_delivers_queued_events_and_refuses_new_ones() -> None:
@@ -425,6 +443,7 @@ async def test_shutting_down_answers_503_and_queued_events_still_arrive() -> Non
                 return await client.post(url, headers=headers, content=body)
 
             first = await post(0)  # in delivery
+            await wait_until(lambda: sink.in_flight == 1, 5, "the first delivery")
             second = await post(1)  # queued
             waiting = asyncio.create_task(post(2))  # blocked: queue full
             await asyncio.sleep(0.1)
