@@ -206,6 +206,22 @@ async def test_matching_events_arrive_in_the_queue_others_do_not(aws: AWS) -> No
         await proc.close()
 
 
+async def test_event_bus_given_as_an_arn(aws: AWS) -> None:
+    arn = aws.put_rule("by-arn", {"detail": {"subject": ["VmPoweredOnEvent"]}})
+    bus_arn = aws.events.describe_event_bus(Name=aws.bus)["Arn"]
+    assert bus_arn.endswith(f":event-bus/{aws.bus}")
+    proc = await started(router_context(aws.url, bus_arn, arn))
+    try:
+        assert proc.bus_name == aws.bus
+        await proc.process(vm_event("VmPoweredOnEvent", n=3))
+        await proc.process(vm_event("VmPoweredOffEvent", n=4))  # filtered
+        assert (proc.counters["sent"], proc.counters["filtered"]) == (1, 1)
+    finally:
+        await proc.close()
+    assert [m["detail"]["data"]["Key"] for m in await aws.received(1)] == [3]
+    assert await aws.received(1, timeout=0.3) == []
+
+
 async def test_detail_type_falls_back_to_type_without_subject(aws: AWS) -> None:
     arn = aws.put_rule("by-type", {"detail-type": ["com.example.ping"]})
     proc = await started(router_context(aws.url, aws.bus, arn))
