@@ -1,7 +1,8 @@
 # One image for both entry points: `event-router` (the router; standalone or the pods the
 # operator deploys) and `event-router-operator` (the kopf operator).
 #   docker build -t ghcr.io/vmware-samples/event-router:0.1.0 .
-# Pinned base (python:3.11-slim-bookworm); bump the digest deliberately.
+# Pinned base: a patch-release tag, bumped deliberately; for a byte-reproducible build also
+# pin its digest: --build-arg PYTHON_IMAGE=python:3.11.11-slim-bookworm@sha256:<digest>
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build

@@ -299,6 +299,7 @@ class InprocessRuntime:
         if rt is not None:
             log.info("%s/%s: RouterConfig deleted, stopping its router", *key)
             await self._stop(rt)
+            log.info("%s/%s: router of the deleted RouterConfig stopped", *key)
         self.cas.remove(key)
 
     async def close(self) -> None:

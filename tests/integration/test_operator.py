@@ -530,7 +530,7 @@ async def test_inprocess_end_to_end_with_restart_loses_nothing(
             assert op.stop() == 0, op.log()
             await asyncio.to_thread(post_general_events, si, 20, "during")
             seen_before_restart = len(sink.events)
-            operator("inprocess")
+            op2 = operator("inprocess")
             await _wait_messages(sink, {f"during-{i}" for i in range(20)}, 40)
             await asyncio.to_thread(post_general_events, si, 5, "after")
             await _wait_messages(sink, {f"after-{i}" for i in range(5)}, 30)
@@ -544,7 +544,13 @@ async def test_inprocess_end_to_end_with_restart_loses_nothing(
             await asyncio.to_thread(
                 wait_for, lambda: get_rc(api, ns, "vcsim") is None, 20, "deleted"
             )
-            await asyncio.sleep(2)
+            # a condition, not a sleep: the operator says it stopped the router
+            await asyncio.to_thread(
+                wait_for,
+                lambda: "router of the deleted RouterConfig stopped" in op2.log(20000),
+                20,
+                "the operator stopping the deleted RouterConfig's router",
+            )
             count = len(sink.events)
             await asyncio.to_thread(post_general_events, si, 3, "gone")
             await asyncio.sleep(3)

@@ -111,10 +111,22 @@ async def test_manifests_apply_and_the_operator_works_with_their_rbac(
         },
         ns,
     )
+    # a root CA by reference: the operator reads (and watches) ConfigMaps with these rights
+    apply(
+        api,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "corp-ca"},
+            "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"},
+        },
+        ns,
+    )
     spec = base_spec()
     spec["eventProcessor"]["knative"]["destination"] = {
         "uri": {"scheme": "http", "host": "display"}
     }
+    spec["certificates"] = {"rootCAs": [{"configMapRef": {"name": "corp-ca", "key": "ca.crt"}}]}
     create_rc(
         api,
         ns,
@@ -138,7 +150,8 @@ async def test_manifests_apply_and_the_operator_works_with_their_rbac(
             "Deployed with the manifests' RBAC",
         )
         name = resources.router_name("vc")
-        assert request(api, "GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}")
+        dep = request(api, "GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}")
+        assert any(v["name"] == "root-cas" for v in dep["spec"]["template"]["spec"]["volumes"])
         # peering: the operator created its peering object in the watched namespace
         peering = request(
             api, "GET", f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings/event-router"
