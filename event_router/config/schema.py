@@ -5,8 +5,13 @@
 ``--stdout`` prints it instead. The schema accepts both shapes: the original's file (fields
 at the top level) and the custom resource (fields under ``spec``).
 
-The schema is a help for editors; the models stay the authority (they also check what a
-schema cannot say, such as the sub-object matching ``type``).
+The schema is a help for editors; the models stay the authority. Beyond field names, types,
+enums and ranges it carries the rules an editor can check without running anything: the
+block matching ``type``, the auth sub-object matching its type, the auth types allowed in
+each place, exactly one of ``uri``/``ref``, and the shapes of URLs, ``bindAddress``, the
+webhook ``path``, the rule ARN and the Horizon user name (patterns that accept no less than
+the models). Only rules across sections (the metrics port vs the webhook port) and files on
+disk are left to ``-validate``.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ def build_schema() -> dict[str, Any]:
         ref_template="#/$defs/{model}",
     )
     _add_cross_field_rules(top["$defs"])
+    _add_value_rules(top["$defs"])
+    _drop_generated_titles(top["$defs"])
     schema: dict[str, Any] = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
@@ -86,6 +93,69 @@ def _add_cross_field_rules(defs: dict[str, Any]) -> None:
         auth_rules.append({"if": {"properties": {"type": {"const": type_}}}, "then": then})
     defs["Auth"]["allOf"] = auth_rules
     defs["Destination"]["oneOf"] = [{"required": ["uri"]}, {"required": ["ref"]}]
+
+
+_PORT = r"0*([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_HOST = r"(\[[0-9A-Fa-f:.]+(%[^\]]+)?\]|[A-Za-z0-9_][A-Za-z0-9_-]{0,62}(\.[A-Za-z0-9_-]{1,63})*\.?)"
+#: host:port (hostnames allowed, IPv6 in brackets), as parse_bind_address
+BIND_ADDRESS = f"^{_HOST}:{_PORT}$"
+#: http(s)://host..., no credentials in the URL, as the models' URL check
+HTTP_URL = r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#@\s]+([/?#].*)?$"
+#: the webhook path: starts with /, not / alone, no spaces, ? or #
+WEBHOOK_PATH = r"^/[^\s?#]+$"
+RULE_ARN = r"^arn:[A-Za-z0-9_-]+:events:[A-Za-z0-9_-]*:[0-9]*:rule/\S+$"
+
+#: where an auth section may appear, and the auth types allowed there
+AUTH_TYPES: dict[str, tuple[str, ...]] = {
+    "VCenterConfig": ("basic_auth",),
+    "HorizonConfig": ("active_directory",),
+    "WebhookConfig": ("basic_auth",),
+    "KnativeConfig": ("basic_auth",),
+    "OpenFaaSConfig": ("basic_auth",),
+    "AWSEventBridgeConfig": ("aws_access_key", "aws_iam_role"),
+    "MetricsDefaultConfig": ("basic_auth",),
+}
+
+
+def _string_rule(prop: dict[str, Any], pattern: str) -> None:
+    """Add ``pattern`` to a string property (also inside an optional/union one)."""
+    if prop.get("type") == "string":
+        prop["pattern"] = pattern
+    for key in ("anyOf", "oneOf"):
+        for option in prop.get(key, []):
+            _string_rule(option, pattern)
+
+
+def _add_value_rules(defs: dict[str, Any]) -> None:
+    """Patterns and per-place auth types (see the module doc)."""
+    for name in ("WebhookConfig", "MetricsDefaultConfig"):
+        _string_rule(defs[name]["properties"]["bindAddress"], BIND_ADDRESS)
+    for name, field in (
+        ("VCenterConfig", "address"),
+        ("HorizonConfig", "address"),
+        ("OpenFaaSConfig", "address"),
+        ("AWSEventBridgeConfig", "endpoint"),
+        ("Destination", "uri"),
+    ):
+        _string_rule(defs[name]["properties"][field], HTTP_URL)
+    _string_rule(defs["WebhookConfig"]["properties"]["path"], WEBHOOK_PATH)
+    _string_rule(defs["AWSEventBridgeConfig"]["properties"]["ruleARN"], RULE_ARN)
+    # only Horizon uses active_directory, and it takes no UPN (user@domain)
+    defs["ActiveDirectoryAuth"]["properties"]["username"]["pattern"] = "^[^@]+$"
+    for name, allowed in AUTH_TYPES.items():
+        props = defs[name]["properties"]
+        props["auth"] = {
+            "allOf": [props["auth"], {"properties": {"type": {"enum": list(allowed)}}}],
+            "description": f"auth types allowed here: {', '.join(allowed)}",
+        }
+
+
+def _drop_generated_titles(defs: dict[str, Any]) -> None:
+    """pydantic titles every property after its name ("Insecuressl"); an editor shows the
+    name itself better."""
+    for model in defs.values():
+        for prop in model.get("properties", {}).values():
+            prop.pop("title", None)
 
 
 def render() -> str:
