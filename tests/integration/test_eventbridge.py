@@ -10,6 +10,7 @@ front of moto that answers PutEvents like EventBridge does for partially failed 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import uuid
@@ -334,6 +335,8 @@ class FailingProxy:
         self.batch_bytes: list[int] = []
         #: event id -> loop time its PutEvents call arrived (first attempt)
         self.arrived: dict[str, float] = {}
+        #: calls per API action (X-Amz-Target), e.g. "AWSEvents.ListRules"
+        self.actions: collections.Counter[str] = collections.Counter()
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._session: ClientSession | None = None
@@ -367,6 +370,7 @@ class FailingProxy:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
+        self.actions[request.headers.get("X-Amz-Target", "")] += 1
         if request.headers.get("X-Amz-Target") != "AWSEvents.PutEvents":
             status, data, ctype = await self.forward(request, body)
             return web.Response(status=status, body=data, headers={"Content-Type": ctype})
@@ -403,6 +407,21 @@ class FailingProxy:
             {"FailedEntryCount": failed, "Entries": merged},
             content_type="application/x-amz-json-1.1",
         )
+
+
+async def test_missing_rule_search_pages_through_list_rules(aws: AWS) -> None:
+    for i in range(105):  # ListRules answers at most 100 rules a page
+        aws.events.put_rule(Name=f"r{i:03}", EventBusName=aws.bus, EventPattern='{"source": ["x"]}')
+    arn = f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{aws.bus}/absent"
+    async with FailingProxy(aws.url, lambda k, a: None) as proxy:
+        proc = EventBridgeProcessor(router_context(proxy.url, aws.bus, arn))
+        with pytest.raises(EventBridgeSetupError) as info:
+            await proc.start()
+        await proc.close()
+    assert proxy.actions["AWSEvents.DescribeRule"] == 1
+    assert proxy.actions["AWSEvents.ListRules"] == 2  # both pages were read
+    msg = str(info.value)
+    assert "not found" in msg and "r000, r001" in msg and msg.endswith(" ...)")
 
 
 FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.05, max_delay=0.2, jitter=0)
