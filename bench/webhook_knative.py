@@ -33,7 +33,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bench._common import free_port, log, rss_mib
+from bench._common import free_ports, log, rss_mib
 
 SENT_ATTR = "benchsent"
 
@@ -178,7 +178,7 @@ async def post_all(
 async def paced(
     session: aiohttp.ClientSession, url: str, start: int, rate: float, seconds: float
 ) -> int:
-    """Open loop: one POST every 1/rate s regardless of answers; returns events sent."""
+    """Open loop: one POST every 1/rate s regardless of answers; returns events accepted."""
     total = int(rate * seconds)
     interval = 1.0 / rate
     t0 = time.monotonic()
@@ -200,7 +200,7 @@ async def paced(
     await asyncio.gather(*tasks)
     if errors:
         log(f"paced phase: {errors} non-2xx answers")
-    return total
+    return total - errors
 
 
 def pct(values: list[float], p: float) -> float:
@@ -212,7 +212,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def drive(args: argparse.Namespace) -> dict[str, Any]:
-    sink_port, hook_port, metrics_port = free_port(), free_port(), free_port()
+    sink_port, hook_port, metrics_port = free_ports(3)  # three distinct ports
     sink = f"http://127.0.0.1:{sink_port}"
     hook = f"http://127.0.0.1:{hook_port}/webhook"
     tmp = Path(tempfile.mkdtemp(prefix="bench-er-"))
