@@ -107,6 +107,46 @@ def test_validate_checks_root_ca_files(tmp_path: Path) -> None:
     assert result.stderr.startswith("certificates.rootCAs[0]: file not found")
 
 
+@pytest.mark.parametrize(
+    ("kind", "content", "expected"),
+    [
+        ("empty", b"", "{path}: the file is empty (expected a RouterConfig)"),
+        ("two-documents", b"a: 1\n---\nb: 2\n", "{path}: holds 2 YAML documents"),
+        ("not-utf8", b"\xff\xfe", "{path}: cannot read the config file: "),
+        ("not-a-mapping", b"[1, 2]\n", "(root): expected a mapping of RouterConfig fields"),
+        ("directory", None, "{path}: is a directory (expected a config file)"),
+        ("not-pem", "rootCAs", "certificates.rootCAs[0]: not a PEM certificate bundle"),
+        ("same-port", "ports", "metricsProvider.default.bindAddress: listens on the same port"),
+    ],
+)
+def test_validate_each_kind_of_error_is_one_line_exit_2(
+    tmp_path: Path, kind: str, content: bytes | str | None, expected: str
+) -> None:
+    path = tmp_path / "config.yaml"
+    if content is None:
+        path = tmp_path
+    elif content == "rootCAs":
+        (tmp_path / "ca.pem").write_text("not a certificate\n")
+        data = yaml.safe_load(EXAMPLE.read_text())
+        data["certificates"] = {"rootCAs": [str(tmp_path / "ca.pem")]}
+        write(tmp_path, data)
+    elif content == "ports":
+        data = yaml.safe_load((ROOT / "examples" / "webhook-to-url.yaml").read_text())
+        data["metricsProvider"]["default"]["bindAddress"] = (
+            "127.0.0.1:" + (data["eventProvider"]["webhook"]["bindAddress"].rsplit(":", 1)[1])
+        )
+        write(tmp_path, data)
+    else:
+        assert isinstance(content, bytes)
+        path.write_bytes(content)
+    result = run("-validate", "-config", str(path))
+    assert result.returncode == 2, (kind, result.stdout)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(expected.format(path=path)), lines
+    assert result.stdout == ""
+
+
 def test_default_config_path_is_the_originals() -> None:
     result = run("-validate")
     assert result.returncode == 2
