@@ -47,6 +47,8 @@ class CloudEventSink:
         self.requests = 0
         #: raw headers of every request, in order (lower-cased names)
         self.request_headers: list[dict[str, str]] = []
+        #: the client's (host, port) of every request, in order: one port = one connection
+        self.peers: list[tuple[str, int]] = []
         #: requests currently being handled (for concurrency assertions)
         self.in_flight = 0
         self.max_in_flight = 0
@@ -116,6 +118,8 @@ class CloudEventSink:
     async def _handle(self, request: web.Request) -> web.Response:
         self.requests += 1
         self.request_headers.append({k.lower(): v for k, v in request.headers.items()})
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.peers.append((peer[0], peer[1]) if peer else ("", 0))
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:

@@ -334,6 +334,18 @@ async def test_knative_sends_basic_auth() -> None:
         await sink.wait_for(1, timeout=5)
 
 
+async def test_knative_keeps_one_connection_alive_for_many_events() -> None:
+    async with CloudEventSink() as sink, running(make_config(sink.url)) as router:
+        async with httpx.AsyncClient() as client:
+            for n in range(8):
+                headers, body = to_binary(sample_event(n))
+                r = await client.post(webhook_url(router), headers=headers, content=body)
+                assert r.status_code == 202
+        await sink.wait_for(8, timeout=5)
+        # pooled keep-alive: every delivery reused the first connection
+        assert len(sink.peers) == 8 and len(set(sink.peers)) == 1, sink.peers
+
+
 async def test_uri_object_form() -> None:
     async with CloudEventSink(path="/default/broker") as sink:
         port = int(sink.url.split(":")[2].split("/")[0])
