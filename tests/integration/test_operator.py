@@ -34,9 +34,9 @@ from event_router.operator.devtools import (
     wait_for,
 )
 from event_router.operator.kube import request
-from tests.support.horizon_server import make_tls
 from tests.support.net import free_port
 from tests.support.sink import CloudEventSink
+from tests.support.tls import make_tls
 from tests.support.vcsim import VCSim, post_general_events
 from tests.unit.test_operator_crd import INVALID, base_spec, invalid_spec
 

@@ -5,7 +5,7 @@ It decodes each request with the cloudevents SDK (binary, structured, and
 makes the next ``n`` requests answer ``status`` (the event is then *not* recorded, as a
 real sink that failed would not have processed it). ``delay`` slows every answer (for
 backpressure tests); ``auth`` = (username, password) makes it demand basic auth (401);
-``ssl_context`` serves HTTPS (see ``tests.support.horizon_server.make_tls``).
+``ssl_context`` serves HTTPS (see ``tests.support.tls.make_tls``).
 
     async with CloudEventSink() as sink:
         ...  # deliver to sink.url

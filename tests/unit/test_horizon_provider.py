@@ -41,9 +41,10 @@ from event_router.providers.horizon import (
     new_events,
     validate_config,
 )
-from tests.support.horizon_server import HorizonServer, horizon_auth, make_tls
+from tests.support.horizon_server import HorizonServer, horizon_auth
 from tests.support.polling import wait_until
 from tests.support.publisher import CollectingPublisher as BasePublisher
+from tests.support.tls import make_tls
 
 pytestmark = pytest.mark.timeout(60)
 

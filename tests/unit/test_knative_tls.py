@@ -14,8 +14,8 @@ from event_router.config.loader import parse_config
 from event_router.core import DeliveryError, RouterContext
 from event_router.delivery import RetryPolicy
 from event_router.processors.knative import KnativeProcessor
-from tests.support.horizon_server import make_tls
 from tests.support.sink import CloudEventSink
+from tests.support.tls import make_tls
 
 
 def _processor(
