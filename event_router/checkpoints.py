@@ -168,17 +168,10 @@ class ConfigMapStore:
     def _client(self) -> kubernetes.client.CoreV1Api:
         if self._api is None:
             import kubernetes.client
-            import kubernetes.config
 
-            cfg = kubernetes.client.Configuration()
-            try:
-                kubernetes.config.load_incluster_config(client_configuration=cfg)
-            except kubernetes.config.ConfigException:
-                # read KUBECONFIG now: the library's default is fixed at its import
-                kubernetes.config.load_kube_config(
-                    config_file=os.environ.get("KUBECONFIG") or None, client_configuration=cfg
-                )
-            self._api = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(cfg))
+            from event_router.kubeclient import api_client
+
+            self._api = kubernetes.client.CoreV1Api(api_client())
         return self._api
 
     async def load(self) -> Checkpoint | None:

@@ -19,7 +19,6 @@ import signal
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -27,6 +26,7 @@ from pydantic import BaseModel
 from event_router import __version__
 from event_router.config.loader import ConfigError, check_files, load_config
 from event_router.config.models import BasicAuth, RouterConfig
+from event_router.kubeclient import ENV_NAMESPACE, own_namespace
 from event_router.logsetup import LEVELS, REDACTOR, setup_logging
 
 if TYPE_CHECKING:
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
 DEFAULT_CONFIG = "/etc/vmware-event-router/config"
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 ENV_CHECKPOINT_CONFIGMAP = "EVENT_ROUTER_CHECKPOINT_CONFIGMAP"
-ENV_NAMESPACE = "EVENT_ROUTER_NAMESPACE"
-SERVICEACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -197,9 +195,7 @@ def checkpoint_store_factory(
     name = env.get(ENV_CHECKPOINT_CONFIGMAP, "").strip()
     if not name:
         return None
-    namespace = env.get(ENV_NAMESPACE, "").strip()
-    if not namespace and SERVICEACCOUNT_NAMESPACE.is_file():
-        namespace = SERVICEACCOUNT_NAMESPACE.read_text(encoding="utf-8").strip()
+    namespace = own_namespace(env)
     if not namespace:
         raise ConfigError(
             [

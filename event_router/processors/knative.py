@@ -2,8 +2,9 @@
 
 * ``destination.uri``: the original's object form ``{scheme, host, port?, path?}`` or a
   plain URL string. ``destination.ref`` (an Addressable) is resolved by the operator, which
-  renders the resolved URL into ``destination.uri``; a ``ref`` without ``uri`` is a startup
-  error here.
+  renders the resolved URL into ``destination.uri``. Standalone (the original's config in a
+  pod, or with a kubeconfig), the processor resolves ``ref`` itself at start and follows it
+  every 30 s; without a reachable Kubernetes API a ``ref`` is a startup error naming the field.
 * ``encoding``: ``binary`` (attributes as ``ce-`` headers, data as body; the default) or
   ``structured`` (one ``application/cloudevents+json`` document).
 * ``insecureSSL`` skips certificate checks; ``certificates.rootCAs`` are trusted.
@@ -14,6 +15,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -24,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from cloudevents.http import CloudEvent
 
-from event_router.config.models import KnativeConfig, URIObject
+from event_router.config.models import KnativeConfig, KReference, URIObject
 from event_router.core import DeliveryError, Processor, RouterContext
 from event_router.delivery import RetryPolicy, default_retry_status, send_with_retry
 
@@ -39,6 +41,43 @@ __all__ = [
 ]
 
 FIELD = "eventProcessor.knative"
+
+
+REF_REFRESH_SECONDS = 30.0
+
+
+def resolve_ref(ref: KReference) -> str:
+    """The URL of the Addressable (Broker, Knative Service, any ``status.address.url``) or
+    v1 Service that ``destination.ref`` names, read from the Kubernetes API the router can
+    reach (in-cluster service account, else KUBECONFIG). Blocking; ValueError naming the
+    field when it cannot be resolved."""
+    from event_router.kubeclient import NoKubernetes, api_client, own_namespace
+    from event_router.operator.sinks import Resolver, SinkError
+
+    where = f"{FIELD}.destination.ref"
+    ns = f"{ref.namespace}/" if ref.namespace else ""
+    what = f"{ref.kind} {ns}{ref.name} ({ref.apiVersion})"
+    try:
+        api = api_client()
+    except NoKubernetes as e:
+        raise ValueError(
+            f"{where}: {what} must be resolved to a URL, and the router cannot reach the "
+            f"Kubernetes API to do it ({e}); set {FIELD}.destination.uri instead "
+            f"(e.g. http://broker-ingress.knative-eventing.svc/default/default), or run it "
+            f"under the operator"
+        ) from None
+    try:
+        url, _ = Resolver(api).resolve(
+            {"ref": ref.model_dump(exclude_none=True)},
+            ref.namespace or own_namespace() or "default",
+        )
+    except SinkError as e:
+        raise ValueError(f"{where}: {e.message}") from None
+    except Exception as e:  # API unreachable, 5xx, TLS: still an error naming the field
+        raise ValueError(f"{where}: cannot read {what} from the Kubernetes API: {e}") from None
+    finally:
+        api.close()
+    return url
 
 
 def destination_url(cfg: KnativeConfig) -> str:
@@ -143,6 +182,7 @@ class KnativeProcessor(Processor):
         self.timeout = timeout
         self._url: str | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._ref_task: asyncio.Task[None] | None = None
         self._structured = cfg.encoding == "structured"
 
     def address(self) -> str:
@@ -159,7 +199,13 @@ class KnativeProcessor(Processor):
         return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
     async def start(self) -> None:
-        self._url = destination_url(self.cfg)
+        ref = self.cfg.destination.ref
+        if self.cfg.destination.uri is None and ref is not None:
+            # standalone with the original's config: resolve the Addressable ourselves
+            self._url = await asyncio.to_thread(resolve_ref, ref)
+            self._ref_task = asyncio.create_task(self._follow_ref(ref), name="knative-ref")
+        else:
+            self._url = destination_url(self.cfg)
         headers = {"User-Agent": "event-router"}
         if self.cfg.auth is not None:
             a = self.cfg.auth
@@ -179,6 +225,22 @@ class KnativeProcessor(Processor):
             headers=headers,
         )
         log.info("knative: delivering to %s (%s encoding)", self.address(), self.cfg.encoding)
+
+    async def _follow_ref(self, ref: KReference) -> None:
+        """Re-resolve ``destination.ref`` every REF_REFRESH_SECONDS: a Broker or Service
+        whose address changes is followed without a restart."""
+        while True:
+            await asyncio.sleep(REF_REFRESH_SECONDS)
+            try:
+                url = await asyncio.to_thread(resolve_ref, ref)
+            except Exception as e:
+                log.warning(
+                    "knative: cannot re-resolve destination.ref, keeping %s: %s", self._url, e
+                )
+                continue
+            if url != self._url:
+                log.info("knative: destination.ref now resolves to %s (was %s)", url, self._url)
+                self._url = url
 
     async def process(self, event: CloudEvent) -> None:
         session, url = self._session, self._url
@@ -201,6 +263,9 @@ class KnativeProcessor(Processor):
         )
 
     async def close(self) -> None:
+        if self._ref_task is not None:
+            self._ref_task.cancel()
+            self._ref_task = None
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -430,8 +430,11 @@ async def test_sigterm_with_the_sink_down_stops_within_the_bound_and_exits_0(
 CE_JSON = {"Content-Type": "application/cloudevents+json"}
 
 
-def test_startup_error_exits_1_with_the_reason(tmp_path: Path) -> None:
-    # a knative ref needs the operator to resolve it: standalone, that is a startup error
+def test_startup_error_exits_1_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a knative ref standalone with no Kubernetes API to resolve it: a startup error
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
     data = yaml.safe_load((ROOT / "examples" / "webhook-knative.yaml").read_text())
     data["eventProvider"]["webhook"]["bindAddress"] = f"127.0.0.1:{free_port()}"
     data["metricsProvider"]["default"]["bindAddress"] = f"127.0.0.1:{free_port()}"
@@ -440,4 +443,5 @@ def test_startup_error_exits_1_with_the_reason(tmp_path: Path) -> None:
     entries = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
     failed = [e for e in entries if e["level"] == "error"]
     assert failed and "eventProcessor.knative.destination.ref" in failed[0]["msg"]
+    assert "cannot reach the Kubernetes API" in failed[0]["msg"]
     assert "webhook-pass" not in result.stderr

@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -359,11 +360,18 @@ async def test_uri_object_form() -> None:
             await sink.wait_for(1, timeout=5)
 
 
-async def test_ref_without_uri_fails_at_start_naming_the_field() -> None:
+async def test_ref_without_uri_fails_at_start_naming_the_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # no Kubernetes API to resolve the ref with (see test_standalone_knative_ref for one)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
     ref = {"ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "default"}}
     config = make_config("http://unused/", destination=ref)
     router = Router(RouterContext(config))
-    with pytest.raises(ValueError, match=r"eventProcessor\.knative\.destination\.ref"):
+    with pytest.raises(
+        ValueError,
+        match=r"eventProcessor\.knative\.destination\.ref: .*cannot reach the Kubernetes API",
+    ):
         await router.start()
     await router.stop(1)
 
