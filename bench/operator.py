@@ -36,7 +36,13 @@ from typing import Any
 from kubernetes import config
 
 from bench._common import free_ports, log, rss_mib
-from event_router.operator.devtools import OperatorProcess, create_rc, install_crd, rc_path
+from event_router.operator.devtools import (
+    OperatorProcess,
+    create_rc,
+    install_crd,
+    rc_path,
+    webhook_knative_spec,
+)
 from event_router.operator.kube import request
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,20 +102,7 @@ def webhook_rc(i: int, port: int) -> dict[str, Any]:
         "apiVersion": "event-router.vmware.com/v1alpha1",
         "kind": "RouterConfig",
         "metadata": {"name": f"hook-{i:03d}"},
-        "spec": {
-            "eventProvider": {
-                "type": "webhook",
-                "name": "hook",
-                "webhook": {"bindAddress": f"127.0.0.1:{port}", "path": "/webhook"},
-            },
-            "eventProcessor": {
-                "type": "knative",
-                "name": "sink",
-                "knative": {
-                    "destination": {"uri": {"scheme": "http", "host": "127.0.0.1", "port": 9}}
-                },
-            },
-        },
+        "spec": webhook_knative_spec(port, "127.0.0.1", 9),
     }
 
 

@@ -20,7 +20,7 @@ import base64
 import hmac
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -35,6 +35,7 @@ __all__ = [
     "OTHER",
     "InvocationStats",
     "MetricsServer",
+    "Renders",
     "RouterMetrics",
     "basic_auth_checker",
     "rfc3339",
@@ -236,20 +237,32 @@ class RouterMetrics:
         return generate_latest(self.registry)
 
 
+class Renders(Protocol):
+    """What :class:`MetricsServer` serves on ``/metrics``: Prometheus text format."""
+
+    def render(self) -> bytes: ...
+
+
 class MetricsServer:
-    """The ``default`` metrics provider: /stats, /metrics, /healthz, /readyz over aiohttp."""
+    """The ``default`` metrics provider: /stats, /metrics, /healthz, /readyz over aiohttp.
+
+    Also the operator's ``--metrics-bind-address`` server (``metrics`` is then the operator's
+    collector of every in-process router, ``field`` names the flag in errors)."""
 
     def __init__(
         self,
         bind_address: str,
-        metrics: RouterMetrics,
+        metrics: Renders,
         *,
         stats: Callable[[], dict[str, Any]],
         ready: Callable[[], bool],
         auth: Auth | None = None,
         field: str = "metricsProvider.default",
     ) -> None:
-        self.host, self.port = split_host_port(bind_address, field=f"{field}.bindAddress")
+        self.field = field
+        bind_field = field if field.startswith("--") else f"{field}.bindAddress"
+        self.bind_field = bind_field
+        self.host, self.port = split_host_port(bind_address, field=bind_field)
         self.metrics = metrics
         self._stats = stats
         self._ready = ready
@@ -272,8 +285,7 @@ class MetricsServer:
             await runner.cleanup()
             raise OSError(
                 err.errno,
-                f"metricsProvider.default.bindAddress: cannot listen on "
-                f"{self.host}:{self.port}: {err.strerror}",
+                f"{self.bind_field}: cannot listen on {self.host}:{self.port}: {err.strerror}",
             ) from err
         self._runner = runner
         server = site._server

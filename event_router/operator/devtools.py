@@ -74,6 +74,24 @@ def install_crd_object(
     time.sleep(0.5)
 
 
+def webhook_knative_spec(port: int, sink_host: str, sink_port: int) -> dict[str, Any]:
+    """A RouterConfig ``spec``: a webhook on 127.0.0.1:``port`` to a Knative ``uri`` sink."""
+    return {
+        "eventProvider": {
+            "type": "webhook",
+            "name": "hook",
+            "webhook": {"bindAddress": f"127.0.0.1:{port}", "path": "/webhook"},
+        },
+        "eventProcessor": {
+            "type": "knative",
+            "name": "sink",
+            "knative": {
+                "destination": {"uri": {"scheme": "http", "host": sink_host, "port": sink_port}}
+            },
+        },
+    }
+
+
 def rc_path(namespace: str, name: str | None = None) -> str:
     base = RC_PATH.format(ns=namespace)
     return f"{base}/{name}" if name else base

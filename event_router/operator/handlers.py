@@ -42,9 +42,53 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     if memo.get("peering_name"):
         settings.peering.name = memo["peering_name"]
+        settings.peering.lifetime = int(memo.get("peering_lifetime") or 60)
     build = memo["build_reconciler"]
-    memo.reconciler = build()
+    rec = memo.reconciler = build()
+    memo.gate = None
+    if memo.get("peering_name"):
+        # kopf pauses its watches while another replica acts, not our resync loop nor the
+        # in-process routers: the gate pauses those (see event_router/operator/peering.py)
+        from event_router.operator.kube import request
+        from event_router.operator.peering import PeeringGate
+
+        async def on_change(active: bool) -> None:
+            if active:
+                rec.resume()
+            else:
+                await rec.pause()
+
+        rec.paused = True  # until the gate sees this replica registered and unopposed
+        gate = PeeringGate(
+            lambda path: request(rec.kube.api, "GET", path),
+            memo["peering_name"],
+            list(memo.get("namespaces") or []),
+            memo["identity"],
+            int(memo.get("priority") or 0),
+            on_change,
+            interval=min(2.0, settings.peering.lifetime / 4),
+        )
+        memo.gate = gate
+        memo.gate_task = asyncio.create_task(gate.run())
     memo.resync_task = asyncio.create_task(_resync(memo))
+    memo.metrics_server = None
+    if memo.get("metrics_bind_address"):
+        from event_router.metrics import MetricsServer
+        from event_router.operator.metrics import OperatorMetrics
+
+        g = memo.gate
+        metrics = OperatorMetrics(
+            lambda: _reconciler(memo), (lambda: g.active) if g is not None else (lambda: True)
+        )
+        server = MetricsServer(
+            memo["metrics_bind_address"],
+            metrics,
+            stats=metrics.stats,
+            ready=lambda: _reconciler(memo) is not None,
+            field="--metrics-bind-address",
+        )
+        await server.start()
+        memo.metrics_server = server
 
 
 async def _resync(memo: Any) -> None:
@@ -58,11 +102,15 @@ async def _resync(memo: Any) -> None:
 
 @kopf.on.cleanup()
 async def cleanup(memo: Any, **_: Any) -> None:
-    task = memo.get("resync_task")
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
+    for name in ("resync_task", "gate_task"):
+        task = memo.get(name)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+    server = memo.get("metrics_server")
+    if server is not None:
+        await server.stop()
     rec = _reconciler(memo)
     if rec is not None:
         await rec.close()

@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import kubernetes.client
@@ -79,11 +79,35 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="URL",
         help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz",
     )
+    p.add_argument(
+        "--metrics-bind-address",
+        default=_env("EVENT_ROUTER_OPERATOR_METRICS_BIND_ADDRESS", "") or None,
+        metavar="HOST:PORT",
+        help="serve /metrics (the operator's and every in-process router's series, labelled "
+        "namespace and routerconfig), /stats, /healthz and /readyz here, e.g. 127.0.0.1:8081 "
+        "(default: off)",
+    )
+    p.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=int(_env("EVENT_ROUTER_OPERATOR_PEERING_LIFETIME", "60")),
+        help="seconds after its last keep-alive that a silent replica counts as gone and a "
+        "standby takes over (kopf settings.peering.lifetime; default 60)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--version", action="store_true")
     args = p.parse_args(argv)
     if args.resync_seconds <= 0:
         p.error(f"--resync-seconds: must be > 0 (got {args.resync_seconds})")
+    if args.peering_lifetime < 2:
+        p.error(f"--peering-lifetime: must be >= 2 seconds (got {args.peering_lifetime})")
+    if args.metrics_bind_address:
+        from event_router.metrics import split_host_port
+
+        try:
+            split_host_port(args.metrics_bind_address, field="--metrics-bind-address")
+        except ValueError as e:
+            p.error(str(e))
     return args
 
 
@@ -193,10 +217,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     import event_router.operator.handlers  # noqa: F401 - registers the handlers
 
     clusterwide = args.all_namespaces or not args.namespace
+    from event_router.operator.peering import own_identity
+
+    identity = own_identity()
     memo = kopf.Memo(
+        identity=identity,
+        priority=args.priority,
+        namespaces=[] if clusterwide else list(args.namespace),
         build_reconciler=make_builder(args),
         resync_seconds=args.resync_seconds,
         peering_name=None if args.standalone else args.peering,
+        peering_lifetime=args.peering_lifetime,
+        metrics_bind_address=args.metrics_bind_address,
     )
     log.info(
         "event-router-operator: watching %s, %s",
@@ -215,6 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 clusterwide=clusterwide,
                 memo=memo,
                 liveness_endpoint=args.liveness,
+                # the same id our peering gate looks for (kopf's Identity is a str NewType)
+                identity=cast(Any, identity),
             )
         )
     except KeyboardInterrupt:

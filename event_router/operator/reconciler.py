@@ -94,6 +94,8 @@ class Reconciler:
         self.runtime = runtime
         self.retry_seconds = retry_seconds
         self.known: set[Key] = set()
+        #: the status of each known RouterConfig's Ready condition (operator metrics)
+        self.ready: dict[Key, str] = {}
         #: (namespace, secret name) -> RouterConfigs using it
         self.by_secret: dict[tuple[str, str], set[Key]] = defaultdict(set)
         #: sink target -> RouterConfigs sending to it
@@ -107,11 +109,17 @@ class Reconciler:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self.passes = 0
+        #: while kopf peering pauses this replica: no passes, triggers are only remembered
+        self.paused = False
+        self._deferred: set[Key] = set()
 
     # --- triggers ---------------------------------------------------------------------------
 
     def trigger(self, key: Key, delay: float = 0.0) -> None:
         """Reconcile ``key`` soon; triggers while one is queued coalesce."""
+        if self.paused:
+            self._deferred.add(key)
+            return
         if self._closing or key in self._queued:
             return
         self._queued.add(key)
@@ -150,8 +158,31 @@ class Reconciler:
                 self._queued.discard(key)
                 self.trigger(key, self.retry_seconds)
 
+    async def pause(self) -> None:
+        """Another replica acts (kopf peering): stop every pass and the runtime's routers."""
+        if self.paused:
+            return
+        self.paused = True
+        self._deferred |= self.known | self._queued
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._queued.clear()
+        await self.runtime.suspend()
+
+    def resume(self) -> None:
+        """This replica acts again: reconcile everything it knows of (kopf also re-lists)."""
+        if not self.paused:
+            return
+        self.paused = False
+        keys, self._deferred = self._deferred | self.known, set()
+        for key in keys:
+            self.trigger(key)
+
     async def forget(self, key: Key) -> None:
+        self._deferred.discard(key)
         self.known.discard(key)
+        self.ready.pop(key, None)
         self._index(key, set(), None, set())
         await self.runtime.remove(key)
 
@@ -386,6 +417,7 @@ class Reconciler:
             **status,
             "conditions": merge_conditions(old.get("conditions") or [], conditions, generation),
         }
+        self.ready[(meta["namespace"], meta["name"])] = status["conditions"][0]["status"]
         comparable_old = {k: v for k, v in old.items() if k in status}
         comparable_new = {k: v for k, v in status.items() if v is not None}
         if comparable_old == comparable_new:

@@ -57,6 +57,10 @@ class Runtime(Protocol):
 
     async def remove(self, key: Key) -> None: ...
 
+    async def suspend(self) -> None:
+        """Another operator replica acts now (peering): stop acting, forget caches."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -143,6 +147,10 @@ class DeploymentRuntime:
     async def remove(self, key: Key) -> None:
         # children carry ownerReferences: the garbage collector removes them
         self._applied.pop(key, None)
+
+    async def suspend(self) -> None:
+        # the Deployments keep running (another replica owns them now); re-check on resume
+        self._applied.clear()
 
     async def close(self) -> None:
         return None
@@ -301,6 +309,16 @@ class InprocessRuntime:
             await self._stop(rt)
             log.info("%s/%s: router of the deleted RouterConfig stopped", *key)
         self.cas.remove(key)
+
+    async def suspend(self) -> None:
+        """Stop every router (final checkpoints): the active replica runs them now."""
+        stopping = list(self.tasks.items())
+        self.tasks.clear()
+        if stopping:
+            log.info("peering: paused, stopping %d in-process router(s)", len(stopping))
+        await asyncio.gather(*(self._stop(rt) for _, rt in stopping), return_exceptions=True)
+        for key, _ in stopping:
+            self.cas.remove(key)
 
     async def close(self) -> None:
         tasks = list(self.tasks.values())

@@ -40,3 +40,14 @@ def test_bad_values_name_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("event-router-operator ")
+
+
+def test_new_flags_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--peering-lifetime", "1"])
+    assert "--peering-lifetime: must be >= 2 seconds (got 1)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--metrics-bind-address", "nonsense"])
+    assert "--metrics-bind-address" in capsys.readouterr().err
+    args = parse_args(["--metrics-bind-address", "127.0.0.1:8081", "--peering-lifetime", "10"])
+    assert args.metrics_bind_address == "127.0.0.1:8081" and args.peering_lifetime == 10

@@ -1,0 +1,128 @@
+"""Whether this operator replica acts, following kopf peering.
+
+kopf pauses its watch streams (and so our handlers) while another replica of higher or equal
+priority is alive on the same peering object, but it does not expose that state, and it
+cannot pause what runs beside its handlers: the operator's resync loop and the in-process
+routers. :class:`PeeringGate` reads the same peering object(s) kopf keeps alive and applies
+kopf's own rule (``kopf/_core/engines/peering.py``):
+
+* this replica acts only once its own entry is in the peering status (kopf starts paused
+  until then: peering is mandatory when a peering name is given);
+* it pauses while any *other* live peer (``lastseen + lifetime`` in the future) has a
+  priority >= its own (kopf pauses every replica of equal priority);
+* with several watched namespaces (one ``KopfPeering`` each), it acts only if it may act
+  in all of them (kopf pauses the whole operator when any of them conflicts).
+
+A missing peering object or CRD means paused, as for kopf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import getpass
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+log = logging.getLogger(__name__)
+
+
+def own_identity() -> str:
+    """This replica's peering id (the pod name when ``POD_ID`` is set, as kopf does)."""
+    pod = os.environ.get("POD_ID")
+    if pod:
+        return pod
+    return f"{getpass.getuser()}@{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
+
+
+def _parse_time(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+def may_act(
+    status: dict[str, Any] | None, identity: str, priority: int, now: dt.datetime | None = None
+) -> tuple[bool, str]:
+    """kopf's rule for one peering object's ``status``: (acts, why)."""
+    peers = status or {}
+    if identity not in peers:
+        return False, "not yet registered in the peering object"
+    now = now or dt.datetime.now(dt.UTC)
+    for other, info in peers.items():
+        if other == identity or not isinstance(info, dict):
+            continue
+        lastseen = _parse_time(info.get("lastseen")) or now
+        deadline = lastseen + dt.timedelta(seconds=int(info.get("lifetime", 60)))
+        if deadline <= now:
+            continue  # dead peer
+        their = int(info.get("priority", 0))
+        if their > priority:
+            return False, f"replica {other} has a higher priority ({their} > {priority})"
+        if their == priority:
+            return False, f"replica {other} has the same priority {priority} (kopf pauses both)"
+    return True, "no live replica with a higher or equal priority"
+
+
+class PeeringGate:
+    """Polls the peering object(s) and calls ``on_change(active)`` when the state flips."""
+
+    def __init__(
+        self,
+        get: Callable[[str], Any],
+        name: str,
+        namespaces: list[str],
+        identity: str,
+        priority: int,
+        on_change: Callable[[bool], Awaitable[None]],
+        *,
+        interval: float = 2.0,
+    ) -> None:
+        self._get = get
+        self.paths = (
+            [f"/apis/kopf.dev/v1/clusterkopfpeerings/{name}"]
+            if not namespaces
+            else [f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings/{name}" for ns in namespaces]
+        )
+        self.identity = identity
+        self.priority = priority
+        self.on_change = on_change
+        self.interval = interval
+        self.active = False
+        self.why = ""
+
+    async def check(self) -> bool:
+        acts, why = True, ""
+        for path in self.paths:
+            try:
+                obj = await asyncio.to_thread(self._get, path)
+            except ApiException as e:
+                acts, why = False, f"cannot read {path}: {e.status} {e.reason}"
+                break
+            ok, why = may_act((obj or {}).get("status"), self.identity, self.priority)
+            if not ok:
+                acts = False
+                break
+        if acts != self.active:
+            self.active, self.why = acts, why
+            log.info("peering: this replica is now %s (%s)", "ACTIVE" if acts else "PAUSED", why)
+            await self.on_change(acts)
+        return acts
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.check()
+            except Exception as e:  # keep the last state; try again
+                log.warning("peering: check failed: %s", e)
+            await asyncio.sleep(self.interval)
