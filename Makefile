@@ -63,6 +63,6 @@ demo:
 	else echo "make demo: hack/demo.sh does not exist yet (it comes with the operator work); nothing was run" >&2; exit 1; fi
 
 bench: install
-	@mods=$$(ls bench/*.py 2>/dev/null | grep -v '/__init__\.py$$' | sed 's#^bench/\(.*\)\.py$$#bench.\1#'); \
+	@mods=$$(ls bench/*.py 2>/dev/null | grep -v '/_[^/]*\.py$$' | sed 's#^bench/\(.*\)\.py$$#bench.\1#'); \
 	if [ -z "$$mods" ]; then echo "make bench: no bench/*.py modules exist yet" >&2; exit 1; fi; \
 	rc=0; for m in $$mods; do echo "== $$m" >&2; $(PY) -m $$m || { echo "make bench: $$m failed" >&2; rc=1; }; done; exit $$rc

@@ -107,7 +107,10 @@ class CheckpointTracker(Generic[P]):
     ``add(position, ticket)`` for each published event, in stream order; ``advance()``
     pops every leading ticket that resolved True and returns the last such position (or
     None when nothing new). A ticket that resolved False (not delivered) stops the
-    checkpoint there: it never passes an event that was not delivered.
+    checkpoint there for good: it never passes an event that was not delivered, so a
+    restart replays from that event. From then on nothing after it can move the checkpoint,
+    so later tickets are no longer kept (memory stays bounded however long the process runs)
+    and ``blocked_by`` names the undelivered event.
     """
 
     def __init__(self) -> None:
@@ -115,20 +118,23 @@ class CheckpointTracker(Generic[P]):
         self.blocked_by: P | None = None
 
     def add(self, position: P, ticket: asyncio.Future[bool]) -> None:
-        self._pending.append((position, ticket))
+        if self.blocked_by is None:
+            self._pending.append((position, ticket))
 
     def __len__(self) -> int:
         return len(self._pending)
 
     def advance(self) -> P | None:
         last: P | None = None
-        self.blocked_by = None
+        if self.blocked_by is not None:
+            return None
         while self._pending:
             position, ticket = self._pending[0]
             if not ticket.done():
                 break
             if ticket.cancelled() or ticket.exception() is not None or not ticket.result():
                 self.blocked_by = position
+                self._pending.clear()
                 break
             self._pending.popleft()
             last = position

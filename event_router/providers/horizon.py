@@ -547,8 +547,7 @@ class HorizonProvider(Provider):
             skipped.set_result(True)
             self.tracker.add(position, skipped)
             return
-        ticket = await publisher.publish(ce)
-        self.stats.events_total += 1
+        ticket = await publisher.publish(ce)  # the router counts it in stats.events_total
         self.tracker.add(position, ticket)
 
     # --- fetching ---------------------------------------------------------------------

@@ -193,6 +193,7 @@ class VCenterProvider(Provider):
         self._closed = False
         #: where the collector began on the first connect
         self._begin: dt.datetime | None = None
+        self._blocked_logged: Position | None = None
         #: events published / skipped by the resume filter (for tests and /stats)
         self.skipped = 0
 
@@ -289,38 +290,62 @@ class VCenterProvider(Provider):
 
     # --- run -------------------------------------------------------------------------------
 
-    async def run(self, publisher: Publisher) -> None:
-        self._store = self.checkpoint_store()
-        saved: VCenterCheckpoint | None = None
-        if self._store is not None:
-            raw = await self._store.load()
-            if raw is not None:
-                saved = VCenterCheckpoint.from_json(
-                    raw, where=f"checkpoint {self._store.describe()}"
-                )
-                log.info(
-                    "vcenter %s: checkpoint %s: last event %d (%s) at %s",
+    async def _load_checkpoint(self) -> VCenterCheckpoint | None:
+        """The saved checkpoint; an unreadable store is retried with backoff (never a crash
+        loop), a checkpoint that is not one is a startup error naming the file or ConfigMap."""
+        assert self._store is not None
+        delay = BACKOFF_INITIAL
+        while True:
+            try:
+                raw = await self._store.load()
+                break
+            except ValueError:
+                raise
+            except Exception as e:
+                log.error(
+                    "vcenter %s: cannot read checkpoint %s (%s: %s); retrying in %.1fs",
                     self.address(),
                     self._store.describe(),
-                    saved.last_event_key,
-                    saved.last_event_type or "-",
-                    rfc3339(saved.last_event_time),
+                    type(e).__name__,
+                    _msg(e),
+                    delay,
                 )
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, BACKOFF_MAX)
+        if raw is None:
+            return None
+        saved = VCenterCheckpoint.from_json(raw, where=f"checkpoint {self._store.describe()}")
+        log.info(
+            "vcenter %s: checkpoint %s: last event %d (%s) at %s",
+            self.address(),
+            self._store.describe(),
+            saved.last_event_key,
+            saved.last_event_type or "-",
+            rfc3339(saved.last_event_time),
+        )
+        return saved
+
+    async def run(self, publisher: Publisher) -> None:
+        self._store = self.checkpoint_store()
+        saved = await self._load_checkpoint() if self._store is not None else None
         first = True
         delay = BACKOFF_INITIAL
         try:
             while True:
                 try:
                     await self._call(self._login)
-                    if first:
+                    if self._begin is None:
+                        # once: a retry of the first connect must not move the start forward
                         begin = self._begin = await self._start_point(saved)
                     else:
                         begin = self._resume_point()
                     await self._call(self._open_collector, begin)
                     if first:
-                        first = False
                         if self._store is not None and saved is None:
+                            # before any event is read: a failure here is retried like a
+                            # lost connection, so the first checkpoint always exists
                             await self._save(Position(0, begin, ""), force=True)
+                        first = False
                         if self._store is not None and self._checkpoint_task is None:
                             self._checkpoint_task = asyncio.create_task(
                                 self._checkpoint_loop(), name=f"checkpoints {self.address()}"
@@ -442,8 +467,7 @@ class VCenterProvider(Provider):
             log.exception("vcenter %s: cannot convert event %d; skipped", self.address(), pos.key)
             self._last_published = pos
             return
-        ticket = await publisher.publish(ce)
-        self.stats.events_total += 1
+        ticket = await publisher.publish(ce)  # the router counts it in stats.events_total
         self._last_published = pos
         if self._store is not None:
             self._tracker.add(pos, ticket)
@@ -466,11 +490,15 @@ class VCenterProvider(Provider):
 
     async def _checkpoint_now(self) -> None:
         pos = self._tracker.advance()
-        if self._tracker.blocked_by is not None:
-            log.warning(
-                "vcenter %s: event %d was not delivered; the checkpoint stays before it",
+        blocked = self._tracker.blocked_by
+        if blocked is not None and blocked is not self._blocked_logged:
+            self._blocked_logged = blocked
+            log.error(
+                "vcenter %s: event %d (%s) was not delivered: the checkpoint stays before it, "
+                "so a restart replays from there (at most checkpoint.maxAgeSeconds)",
                 self.address(),
-                self._tracker.blocked_by.key,
+                blocked.key,
+                blocked.type or "-",
             )
         if pos is not None:
             await self._save(pos)

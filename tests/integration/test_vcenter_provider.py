@@ -21,7 +21,7 @@ import pytest
 from cloudevents.http import CloudEvent
 from pyVmomi import vim
 
-from event_router.checkpoints import VCenterCheckpoint
+from event_router.checkpoints import FileStore, VCenterCheckpoint
 from event_router.config.models import Certificates, RouterConfig
 from event_router.core import RouterContext
 from event_router.providers.vcenter import WAIT_SECONDS, VCenterProvider, VCenterStartupError
@@ -332,6 +332,66 @@ async def test_checkpoint_advances_over_delivered_events_only(
     await r.stop()  # the final checkpoint does not pass it either
     cp = VCenterCheckpoint.from_json(json.loads(cp_path(tmp_path).read_text()))
     assert cp.last_event_key == by_msg["ck-2"].data["Key"]
+    # a restart replays from the undelivered event: it and what followed arrive again
+    r2 = await run_provider(config(sim, tmp_path, tuning={"periodSeconds": 0.2}))
+    await r2.pub.wait(lambda: len(r2.pub.messages("ck")) == 3)
+    assert r2.pub.messages("ck") == ["ck-3", "ck-4", "ck-5"]
+    assert [e["id"] for e in r2.pub.events if e.data.get("Message") == "ck-3"] == [
+        by_msg["ck-3"]["id"]
+    ]
+
+
+class FlakyStore:
+    """A FileStore whose first ``fail_loads`` loads and ``fail_saves`` saves raise, as a
+    ConfigMap store does while the API server is briefly away."""
+
+    def __init__(self, path: Path, fail_loads: int = 0, fail_saves: int = 0) -> None:
+        self.inner = FileStore(path)
+        self.fail_loads, self.fail_saves = fail_loads, fail_saves
+        self.saves = 0
+
+    def describe(self) -> str:
+        return f"flaky {self.inner.describe()}"
+
+    async def load(self) -> Any:
+        if self.fail_loads:
+            self.fail_loads -= 1
+            raise ConnectionResetError("API server away")
+        return await self.inner.load()
+
+    async def save(self, checkpoint: Any) -> None:
+        if self.fail_saves:
+            self.fail_saves -= 1
+            raise ConnectionResetError("API server away")
+        await self.inner.save(checkpoint)
+        self.saves += 1
+
+
+async def test_checkpoint_store_away_at_start_is_retried_and_nothing_is_lost(
+    si: Any, sim: VCSim, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store cannot be read, then the first checkpoint cannot be written: the provider
+    retries both (no exit), keeps its start point, and then writes checkpoints every
+    period; an event posted meanwhile is delivered."""
+    store = FlakyStore(cp_path(tmp_path), fail_loads=1, fail_saves=2)
+    cfg = config(sim, tmp_path, tuning={"periodSeconds": 0.2})
+    provider = VCenterProvider(RouterContext(cfg, checkpoint_store_factory=lambda _h: store))
+    r = Running(provider, CollectingPublisher())
+    try:
+        # the start point is taken, the first checkpoint write still failing: post now
+        await wait_until(lambda: provider._begin is not None, 20, "the start point")
+        assert not provider.ready
+        await asyncio.to_thread(post_general_events, si, 1, "early")
+        await r.ready(timeout=30)
+        assert "cannot read checkpoint flaky" in caplog.text
+        await asyncio.to_thread(post_general_events, si, 3, "later")
+        await r.pub.wait(lambda: len(r.pub.messages("later")) == 3)
+        assert r.pub.messages("early") == ["early-0"]
+        await wait_until(lambda: store.saves >= 2, 10, "a periodic checkpoint")
+        cp = VCenterCheckpoint.from_json(json.loads(cp_path(tmp_path).read_text()))
+        assert cp.last_event_key == r.pub.events[-1].data["Key"]
+    finally:
+        await r.stop()
 
 
 async def test_restart_resumes_after_the_checkpoint_without_gaps_or_repeats(
@@ -528,3 +588,45 @@ async def test_stop_releases_the_collector(sim: VCSim) -> None:
         ]
         await asyncio.gather(*(r.ready() for r in rounds))
         await asyncio.gather(*(r.stop() for r in rounds))
+
+
+async def test_stats_count_each_vcenter_event_once(si: Any, sim: VCSim) -> None:
+    """Through the real router to a sink: /stats' events_total is the number of events read
+    from vCenter, not twice that."""
+    from event_router.processors.knative import KnativeProcessor
+    from event_router.router import ProcessorSlot, Router
+    from tests.support.sink import CloudEventSink
+
+    async with CloudEventSink() as sink:
+        spec = sim.vcenter_spec()
+        cfg = RouterConfig.model_validate(
+            {
+                "apiVersion": "event-router.vmware.com/v1alpha1",
+                "kind": "RouterConfig",
+                "metadata": {"name": "stats"},
+                "eventProvider": {"type": "vcenter", "name": "vc", "vcenter": spec},
+                "eventProcessor": {
+                    "type": "knative",
+                    "name": "k",
+                    "knative": {"destination": {"uri": sink.url}},
+                },
+            }
+        )
+        context = RouterContext(cfg)
+        router = Router(
+            context,
+            provider=VCenterProvider(context),
+            processors=[ProcessorSlot(KnativeProcessor(context), queue_size=100, name="k")],
+        )
+        await router.start()
+        try:
+            await router.wait_ready(20)
+            await asyncio.to_thread(post_general_events, si, 7, "st")
+            await sink.wait_for(7, timeout=20)
+            await asyncio.sleep(0.5)
+            stats = router.stats()["vmware.event.router.stats"]
+            assert stats["vcenter"]["events_total"] == len(sink.events)
+            inv = stats["knative"]["invocations"]
+            assert sum(v["SuccessCount"] for v in inv.values()) == len(sink.events)
+        finally:
+            await router.stop(timeout=5)

@@ -131,6 +131,23 @@ async def test_tracker_never_passes_an_undelivered_event() -> None:
     assert tracker.blocked_by == 2
 
 
+async def test_tracker_keeps_nothing_after_an_undelivered_event() -> None:
+    """A sink that rejects one event for good must not make the router grow without end:
+    the checkpoint stays before that event, and what comes after it is no longer kept."""
+    loop = asyncio.get_running_loop()
+    tracker: CheckpointTracker[int] = CheckpointTracker()
+    failed = loop.create_future()
+    tracker.add(0, failed)
+    failed.set_result(False)
+    assert tracker.advance() is None and tracker.blocked_by == 0
+    for i in range(1, 10_001):
+        t = loop.create_future()
+        t.set_result(True)
+        tracker.add(i, t)
+    assert len(tracker) == 0
+    assert tracker.advance() is None and tracker.blocked_by == 0
+
+
 def ev(key: int, second: int) -> SimpleNamespace:
     return SimpleNamespace(key=key, createdTime=dt.datetime(2024, 1, 1, 0, 0, second, tzinfo=UTC))
 

@@ -220,7 +220,7 @@ async def test_first_start_streams_only_new_events_in_order() -> None:
         assert ce["time"].endswith("Z") and len(ce["time"]) == len("2021-07-01T12:00:00.123Z")
         assert ce.data["id"] == new[1]["id"] and ce.data["time"] == now + 1
         assert server.logins == 1 and server.logouts == 1
-        assert provider.stats.events_total == 4
+        assert len(publisher.events) == 4
 
 
 async def test_paging_and_equal_timestamps_across_polls_no_duplicates() -> None:
@@ -569,7 +569,6 @@ async def test_malformed_events_are_skipped_and_the_stream_goes_on(tmp_path: Pat
         assert publisher.ids == [first["id"], last["id"]]
         assert untyped["id"] not in publisher.ids
         assert provider.stats.events_err == 1
-        assert provider.stats.events_total == 2
         saved = json.loads((tmp_path / "horizon-127.0.0.1.json").read_text())
         assert (saved["lastEventTime"], saved["idsAtLastTime"]) == (t + 3, [last["id"]])
 
