@@ -122,8 +122,16 @@ class Processor(abc.ABC):
     def __init__(self, context: RouterContext) -> None:
         self.context = context
         self.config = context.config
-        #: set by the router: call ``retry_hook(attempt, reason)`` on every retry (metrics)
-        self.retry_hook: Callable[[int, str], None] | None = None
+        #: set by the router: ``retry_hook(attempt, reason, event_type)`` on every retry
+        #: (metrics); processors call it through :meth:`on_retry`
+        self.retry_hook: Callable[[int, str, str | None], None] | None = None
+
+    def on_retry(self, event_type: str | None) -> Callable[[int, str], None] | None:
+        """The retry callback for one event of ``event_type`` (None: no hook set)."""
+        hook = self.retry_hook
+        if hook is None:
+            return None
+        return lambda attempt, reason: hook(attempt, reason, event_type)
 
     @abc.abstractmethod
     def address(self) -> str:

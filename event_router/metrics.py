@@ -177,8 +177,8 @@ class RouterMetrics:
         )
         self.retried = Counter(
             "event_router_delivery_retries",
-            "Delivery attempts that failed and were retried, by processor and reason",
-            ["processor", "reason", *extra],
+            "Delivery attempts that failed and were retried, by processor, event type and reason",
+            ["processor", "type", "reason", *extra],
             registry=r,
         )
         self.rejected = Counter(

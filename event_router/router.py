@@ -388,12 +388,13 @@ class Router:
                 self.provider.stats.events_err += 1
             entry.ticket.set_result(entry.ok)
 
-    def _retry_hook(self, slot: ProcessorSlot) -> Callable[[int, str], None]:
+    def _retry_hook(self, slot: ProcessorSlot) -> Callable[[int, str, str | None], None]:
         counter = self.metrics.retried
         metrics = self.metrics
 
-        def hook(attempt: int, reason: str) -> None:
-            metrics.child(counter, slot.name, _reason_label(reason)).inc()
+        def hook(attempt: int, reason: str, event_type: str | None) -> None:
+            kind = metrics.type_label(event_type)
+            metrics.child(counter, slot.name, kind, _reason_label(reason)).inc()
 
         return hook
 

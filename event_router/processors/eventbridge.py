@@ -96,6 +96,7 @@ class _Entry:
     future: asyncio.Future[None]
     enqueued: float = field(default_factory=time.monotonic)
     attempts: int = 0
+    event_type: str | None = None
 
 
 def entry_size(request: dict[str, Any]) -> int:
@@ -257,7 +258,9 @@ class EventBridgeProcessor(Processor):
             )
         if self._closing:
             raise DeliveryError("eventbridge processor is closing")
-        entry = _Entry(request, size, asyncio.get_running_loop().create_future())
+        entry = _Entry(
+            request, size, asyncio.get_running_loop().create_future(), event_type=event.get("type")
+        )
         self._outstanding.add(entry)
         self._pending.append(entry)
         self._kick.set()
@@ -360,8 +363,9 @@ class EventBridgeProcessor(Processor):
             )
             return
         self.counters["retried"] += 1
-        if self.retry_hook is not None:
-            self.retry_hook(entry.attempts, reason)
+        on_retry = self.on_retry(entry.event_type)
+        if on_retry is not None:
+            on_retry(entry.attempts, reason)
         delay = self.retry.backoff(entry.attempts)
         log.debug("eventbridge: entry failed (%s); retrying in %.2fs", reason, delay)
         asyncio.get_running_loop().call_later(delay, self._requeue, entry)

@@ -258,7 +258,7 @@ class KnativeProcessor(Processor):
             send,
             self.retry,
             retry_status=default_retry_status,
-            on_retry=self.retry_hook,
+            on_retry=self.on_retry(event.get("type")),
             what=f"knative delivery of event {event.get('id')} to {self.address()}",
         )
 

@@ -204,7 +204,10 @@ class OpenFaaSProcessor(Processor):
             turns.append((name, self._tails.get(name), mine))
             self._tails[name] = mine
         results = await asyncio.gather(
-            *(self._in_turn(name, prev, mine, body, headers) for name, prev, mine in turns),
+            *(
+                self._in_turn(name, prev, mine, body, headers, event.get("type"))
+                for name, prev, mine in turns
+            ),
             return_exceptions=True,
         )
         failed = [
@@ -228,18 +231,21 @@ class OpenFaaSProcessor(Processor):
         mine: asyncio.Future[None],
         body: bytes,
         headers: dict[str, str],
+        event_type: str | None = None,
     ) -> None:
         try:
             if prev is not None and not prev.done():
                 await asyncio.shield(prev)
-            await self._invoke(name, body, headers)
+            await self._invoke(name, body, headers, event_type)
         finally:
             if not mine.done():
                 mine.set_result(None)
             if self._tails.get(name) is mine:
                 del self._tails[name]
 
-    async def _invoke(self, name: str, body: bytes, headers: dict[str, str]) -> None:
+    async def _invoke(
+        self, name: str, body: bytes, headers: dict[str, str], event_type: str | None = None
+    ) -> None:
         client = self._client
         assert client is not None
         path = f"/async-function/{name}" if self.cfg.async_ else f"/function/{name}"
@@ -257,7 +263,7 @@ class OpenFaaSProcessor(Processor):
                 send,
                 self.retry,
                 retry_status=retry_status,
-                on_retry=self.retry_hook,
+                on_retry=self.on_retry(event_type),
                 what=f"{self.mode} invocation of {name}",
             )
         except DeliveryError:

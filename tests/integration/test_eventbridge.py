@@ -440,7 +440,7 @@ async def test_failed_entries_are_retried_alone(aws: AWS) -> None:
     async with FailingProxy(aws.url, decide) as proxy:
         proc = await started(router_context(proxy.url, aws.bus, arn), retry=FAST_RETRY)
         retries: list[tuple[int, str]] = []
-        proc.retry_hook = lambda attempt, reason: retries.append((attempt, reason))
+        proc.retry_hook = lambda attempt, reason, _type: retries.append((attempt, reason))
         try:
             events = [vm_event("VmPoweredOnEvent", n=i) for i in range(10)]
             await asyncio.gather(*(proc.process(e) for e in events))

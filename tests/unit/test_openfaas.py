@@ -144,7 +144,7 @@ async def test_retries_then_delivers_and_reports_retries() -> None:
         gw.deploy("fn", "VmPoweredOnEvent")
         proc = await started(context(gw.url))
         retries: list[tuple[int, str]] = []
-        proc.retry_hook = lambda attempt, reason: retries.append((attempt, reason))
+        proc.retry_hook = lambda attempt, reason, _type: retries.append((attempt, reason))
         try:
             gw.fail_next("fn", 1, 503)
             gw.fail_next("fn", 1, 429)
@@ -201,7 +201,7 @@ async def test_connection_errors_are_retried_then_reported() -> None:
         gw.deploy("fn", "VmPoweredOnEvent")
         proc = await started(context(gw.url))
         retries: list[str] = []
-        proc.retry_hook = lambda attempt, reason: retries.append(reason)
+        proc.retry_hook = lambda attempt, reason, _type: retries.append(reason)
     # the gateway is stopped now
     try:
         with pytest.raises(DeliveryError, match="after 3 attempt"):
