@@ -26,7 +26,6 @@ import logging
 import random
 import ssl
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,6 +43,7 @@ from event_router.checkpoints import (
 from event_router.config.models import VCenterConfig
 from event_router.core import Provider, Publisher, RouterContext
 from event_router.events.vcenter import event_name, rfc3339, to_cloudevent
+from event_router.workers import DaemonWorker
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,8 @@ WAIT_SECONDS = 2
 POLL_SECONDS = 0.5
 #: socket timeout of every vSphere call (must exceed WAIT_SECONDS)
 HTTP_TIMEOUT_SECONDS = 30
+#: how long a stop waits to log out (a hung vCenter must not hold up the shutdown)
+LOGOUT_TIMEOUT_SECONDS = 2.0
 BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 30.0
 
@@ -177,7 +179,7 @@ class VCenterProvider(Provider):
             )
         self._username = auth.basicAuth.username
         self._password = auth.basicAuth.password
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"vc-{self.host}")
+        self._executor = DaemonWorker(f"vc-{self.host}")
         self._si: Any = None
         self._instance_uuid = ""
         self._api_version = ""
@@ -526,6 +528,14 @@ class VCenterProvider(Provider):
                 await self._checkpoint_now()
             except Exception:
                 log.exception("vcenter %s: final checkpoint failed", self.address())
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._call(self._logout), HTTP_TIMEOUT_SECONDS)
+        try:
+            await asyncio.wait_for(self._call(self._logout), LOGOUT_TIMEOUT_SECONDS)
+        except TimeoutError:
+            log.warning(
+                "vcenter %s: vCenter did not answer within %gs; stopping without logging out",
+                self.address(),
+                LOGOUT_TIMEOUT_SECONDS,
+            )
+        except Exception as e:
+            log.debug("vcenter %s: logout failed: %s", self.address(), e)
         self._executor.shutdown(wait=False, cancel_futures=True)

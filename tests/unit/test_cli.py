@@ -445,3 +445,77 @@ def test_startup_error_exits_1_with_the_reason(
     assert failed and "eventProcessor.knative.destination.ref" in failed[0]["msg"]
     assert "cannot reach the Kubernetes API" in failed[0]["msg"]
     assert "webhook-pass" not in result.stderr
+
+
+@pytest.mark.timeout(90)
+async def test_sigterm_while_vcenter_never_answers_exits_within_the_bound(tmp_path: Path) -> None:
+    """vCenter accepts the connection and never answers (a hung appliance): the login blocks
+    a pyVmomi worker thread. SIGTERM still ends the process within -shutdown-timeout plus a
+    few seconds, not after the 30 s socket timeout of the blocked call."""
+    bound = 2.0
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def black_hole(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        accepted.append(w)  # read nothing, answer nothing
+
+    server = await asyncio.start_server(black_hole, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    metrics_port = free_port()
+    config = {
+        "apiVersion": "event-router.vmware.com/v1alpha1",
+        "kind": "RouterConfig",
+        "metadata": {"name": "hung-vcenter"},
+        "eventProvider": {
+            "type": "vcenter",
+            "name": "vc",
+            "vcenter": {
+                "address": f"https://127.0.0.1:{port}/sdk",
+                "insecureSSL": True,
+                "auth": {"type": "basic_auth", "basicAuth": {"username": "u", "password": "p"}},
+            },
+        },
+        "eventProcessor": {
+            "type": "knative",
+            "name": "sink",
+            "knative": {"destination": {"uri": f"http://127.0.0.1:{free_port()}/"}},
+        },
+        "metricsProvider": {
+            "type": "default",
+            "name": "m",
+            "default": {"bindAddress": f"127.0.0.1:{metrics_port}"},
+        },
+    }
+    path = write(tmp_path, config)
+    log_path = tmp_path / "stderr.log"
+    try:
+        with log_path.open("w") as stderr:
+            proc = await asyncio.create_subprocess_exec(
+                SCRIPT,
+                "-config",
+                str(path),
+                "-shutdown-timeout",
+                str(bound),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=stderr,
+                env={**os.environ, "NO_COLOR": "1"},
+            )
+            try:
+                await wait_until(lambda: len(accepted) >= 1, 20, "the router connecting")
+                await asyncio.sleep(1.0)  # the login is blocked in its worker thread now
+                start = time.monotonic()
+                proc.send_signal(signal.SIGTERM)
+                code = await asyncio.wait_for(proc.wait(), timeout=60)
+                elapsed = time.monotonic() - start
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+    finally:
+        for w in accepted:
+            w.close()
+        server.close()
+    log_text = log_path.read_text()
+    print(f"SIGTERM to exit (hung vCenter): {elapsed:.2f}s, exit {code}")
+    assert elapsed < bound + 5.0, (elapsed, log_text)
+    assert "received SIGTERM" in log_text, log_text
+    assert code in (0, 1), log_text
