@@ -126,3 +126,45 @@ def test_demo_ctrl_c_while_starting_tears_down_at_once(
             demo.wait(10)
         with contextlib.suppress(client.ApiException):
             request(k8s_client, "DELETE", f"/api/v1/namespaces/{ns}")
+
+
+def test_make_demo_runs_the_scenario_and_stops_by_itself(
+    k8s_client: client.ApiClient, testenv: Any, tmp_path: Path
+) -> None:
+    """The README's first command as typed (`make demo`), with DEMO_SECONDS so it stops by
+    itself: venv step, `hack/testenv up` joining the running environment, the event and
+    Ready=True, teardown, exit 0, and no operator left behind."""
+    ns = f"t-demo-{secrets.token_hex(3)}"
+    env = {
+        **os.environ,
+        "DEMO_NAMESPACE": ns,
+        "DEMO_SECONDS": "2",
+        "DEMO_NO_BUILD": "1",
+        "TMPDIR": str(tmp_path),
+    }
+    env.pop("MAKEFLAGS", None)
+    env.pop("MAKELEVEL", None)
+    try:
+        done = subprocess.run(
+            ["make", "--no-print-directory", "demo"],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=150,
+        )
+        text = done.stdout.decode(errors="replace")
+        assert done.returncode == 0, text[-4000:]
+        assert "python venv (.venv" in text and "test environment up" in text, text[-4000:]
+        assert "VmPoweredOnEvent of" in text and "arrived as a CloudEvent" in text, text[-4000:]
+        row = [ln for ln in text.splitlines() if ln.startswith("vcsim-to-display")][-1]
+        assert " True " in f"{row} " and "RouterRunning" in row, text[-4000:]
+        assert "tearing down" in text
+        assert operators_for(ns) == []
+        # the environment the test session holds is still up (the demo only released its own
+        # lease)
+        assert request(k8s_client, "GET", "/api/v1/namespaces/default")["metadata"]["name"]
+    finally:
+        with contextlib.suppress(client.ApiException):
+            request(k8s_client, "DELETE", f"/api/v1/namespaces/{ns}")
