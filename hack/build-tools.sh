@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Build the test environment's binaries from Go modules, once, into a cache outside the repo.
 #   etcd, kube-apiserver, kube-controller-manager, vcsim  ->  $ER_TESTENV_CACHE/bin
-# Each tool gets its own throw-away wrapper module (generated here) so dependency graphs never fight.
+# Each tool gets its own wrapper module so dependency graphs never fight: hack/tools/<tool>/go.mod
+# and go.sum pin the whole graph (reviewable, reproducible). A version other than the pinned one
+# (ETCD_VERSION=..., K8S_VERSION=...) gets a wrapper generated from that tag; `pin` copies the
+# wrappers of the versions above into hack/tools/ after a build.
 set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+PINS="$HERE/tools"
 
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 K8S_VERSION="${K8S_VERSION:-v1.34.4}"
@@ -41,6 +46,13 @@ wait_legacy() {
 have() { [ -x "$BIN/$1" ] && [ "$(cat "$BIN/$1.version" 2>/dev/null)" = "$2" ]; }
 done_() { echo "$2" >"$BIN/$1.version"; }
 
+# pinned NAME MODULE VERSION: hack/tools/NAME pins MODULE at VERSION -> copy it into the cwd
+pinned() {
+  local mod="$PINS/$1/go.mod"
+  [ -f "$mod" ] && [ -f "$PINS/$1/go.sum" ] && grep -qE "^[[:space:]]*(require[[:space:]]+)?$2 $3( |$)" "$mod" || return 1
+  cp "$mod" "$PINS/$1/go.sum" .
+}
+
 run_logged() { # name cmd...   (prints a heartbeat every minute while a step runs)
   local name=$1; shift
   local t0; t0=$(date +%s)
@@ -62,23 +74,19 @@ build_etcd() {
   say "building etcd $ETCD_VERSION (log: $LOGS/build-etcd.log)"
   local d="$WORK/etcd"; rm -rf "$d"; mkdir -p "$d"; cd "$d"
   : >"$LOGS/build-etcd.log"
-  run_logged etcd go mod init er-testenv/etcd
-  run_logged etcd go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+  if pinned etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"; then
+    say "  wrapper module: hack/tools/etcd (pinned)"
+  else
+    say "  wrapper module: generated for $ETCD_VERSION (hack/tools/etcd pins another version)"
+    run_logged etcd go mod init er-testenv/etcd
+    run_logged etcd go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+  fi
   run_logged etcd go build -trimpath -o "$BIN/etcd" go.etcd.io/etcd/server/v3
   done_ etcd "$ETCD_VERSION"; say "etcd done"
 }
 
-build_kube() {
-  if have kube-apiserver "$K8S_VERSION" && have kube-controller-manager "$K8S_VERSION"; then
-    say "kube-apiserver, kube-controller-manager $K8S_VERSION cached"; return
-  fi
-  wait_legacy
-  if have kube-apiserver "$K8S_VERSION" && have kube-controller-manager "$K8S_VERSION"; then
-    say "kube-apiserver, kube-controller-manager $K8S_VERSION built meanwhile"; return
-  fi
-  say "building kube-apiserver + kube-controller-manager $K8S_VERSION (log: $LOGS/build-kube.log)"
-  local d="$WORK/kube"; rm -rf "$d"; mkdir -p "$d"; cd "$d"
-  : >"$LOGS/build-kube.log"
+gen_kube_module() { # dir: a wrapper module for K8S_VERSION, the staging list from its go.mod
+  local d=$1
   local minor="v0.${K8S_VERSION#v1.}"   # v1.34.4 -> v0.34.4
   run_logged kube go mod init er-testenv/kube
   # k8s.io/kubernetes requires its staging modules at v0.0.0 with replaces to ./staging;
@@ -93,6 +101,25 @@ build_kube() {
   done
   run_logged kube go mod edit -require "k8s.io/kubernetes@$K8S_VERSION"
   run_logged kube go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION"
+}
+
+build_kube() {
+  if have kube-apiserver "$K8S_VERSION" && have kube-controller-manager "$K8S_VERSION"; then
+    say "kube-apiserver, kube-controller-manager $K8S_VERSION cached"; return
+  fi
+  wait_legacy
+  if have kube-apiserver "$K8S_VERSION" && have kube-controller-manager "$K8S_VERSION"; then
+    say "kube-apiserver, kube-controller-manager $K8S_VERSION built meanwhile"; return
+  fi
+  say "building kube-apiserver + kube-controller-manager $K8S_VERSION (log: $LOGS/build-kube.log)"
+  local d="$WORK/kube"; rm -rf "$d"; mkdir -p "$d"; cd "$d"
+  : >"$LOGS/build-kube.log"
+  if pinned kube k8s.io/kubernetes "$K8S_VERSION"; then
+    say "  wrapper module: hack/tools/kube (pinned)"
+  else
+    say "  wrapper module: generated for $K8S_VERSION (hack/tools/kube pins another version)"
+    gen_kube_module "$d"
+  fi
   local ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2) -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
   say "compiling kube-apiserver (the longest step)"
   run_logged kube go build -trimpath -ldflags "$ld" -o "$BIN/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
@@ -111,12 +138,23 @@ build_vcsim() {
   done_ vcsim "$GOVMOMI_VERSION"; say "vcsim done"
 }
 
+pin() { # copy the wrapper modules of the versions built into hack/tools (after a build)
+  for t in etcd kube; do
+    [ -f "$WORK/$t/go.mod" ] || { say "no wrapper module in $WORK/$t: build first"; exit 1; }
+    mkdir -p "$PINS/$t"
+    cp "$WORK/$t/go.mod" "$WORK/$t/go.sum" "$PINS/$t/"
+    (cd "$PINS/$t" && GOFLAGS= go mod edit -go=1.26.0)
+    say "pinned $PINS/$t"
+  done
+}
+
 what="${1:-all}"
 case "$what" in
+  pin) pin ;;
   etcd) build_etcd ;;
   kube) build_kube ;;
   vcsim) build_vcsim ;;
   all) build_vcsim; build_etcd; build_kube ;;
-  *) echo "usage: $0 [all|etcd|kube|vcsim]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|etcd|kube|vcsim|pin]" >&2; exit 2 ;;
 esac
 say "all requested binaries in $BIN (total $(( $(date +%s) - start ))s)"
