@@ -111,7 +111,8 @@ class Router:
             raise ValueError("a router needs at least one processor")
         self.slots: list[ProcessorSlot] = list(processors)
         self.metrics = RouterMetrics(context.labels)
-        self._provider_type = self.provider.type
+        # the configured type: a deprecated alias (vcsim) keeps its own name in /stats
+        self._provider_type = self.provider.stats.type
         self._metrics_server: MetricsServer | None = None
         mp = config.metricsProvider
         if mp is not None:
@@ -405,7 +406,7 @@ class Router:
         ps = self.provider.stats
         elapsed = max(time.time() - ps.started, 1e-9)
         entries: dict[str, Any] = {
-            self.provider.type: {
+            ps.type: {
                 "type": ps.type,
                 "address": ps.address,
                 "started": rfc3339(ps.started),

@@ -112,7 +112,7 @@ class ResumeFilter:
         return held
 
 
-def _split_address(address: str) -> tuple[str, str, int, str]:
+def _split_address(address: str, field: str = "eventProvider.vcenter") -> tuple[str, str, int, str]:
     """``https://host[:port][/sdk]`` (or a bare host) -> scheme, host, port, path."""
     text = address.strip()
     if "://" not in text:
@@ -120,16 +120,14 @@ def _split_address(address: str) -> tuple[str, str, int, str]:
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
-        raise ValueError(
-            f"eventProvider.vcenter.address: scheme must be https or http (got {address!r})"
-        )
+        raise ValueError(f"{field}.address: scheme must be https or http (got {address!r})")
     host = parts.hostname
     if not host:
-        raise ValueError(f"eventProvider.vcenter.address: no host in {address!r}")
+        raise ValueError(f"{field}.address: no host in {address!r}")
     try:
         port = parts.port or (443 if scheme == "https" else 80)
     except ValueError:
-        raise ValueError(f"eventProvider.vcenter.address: bad port in {address!r}") from None
+        raise ValueError(f"{field}.address: bad port in {address!r}") from None
     path = parts.path.rstrip("/") or "/sdk"
     return scheme, host, port, path
 
@@ -166,7 +164,10 @@ class VCenterProvider(Provider):
                 f"'{ep.type}:' section with address and auth)"
             )
         self.cfg = cfg
-        self.scheme, self.host, self.port, self.path = _split_address(cfg.address)
+        #: where this provider's fields are in the config, for errors
+        block = "vcsim" if ep.type == "vcsim" and ep.vcsim is not None else "vcenter"
+        self.field = f"eventProvider.{block}"
+        self.scheme, self.host, self.port, self.path = _split_address(cfg.address, self.field)
         super().__init__(context)
         self.stats.type = ep.type
         if ep.type == "vcsim":
@@ -174,7 +175,7 @@ class VCenterProvider(Provider):
         auth = cfg.auth
         if auth.type != "basic_auth" or auth.basicAuth is None:
             raise ValueError(
-                f"eventProvider.vcenter.auth.type: must be basic_auth with basicAuth "
+                f"{self.field}.auth.type: must be basic_auth with basicAuth "
                 f"username/password (got {auth.type!r})"
             )
         self._username = auth.basicAuth.username
@@ -361,14 +362,14 @@ class VCenterProvider(Provider):
                 except vim.fault.InvalidLogin as e:
                     if first:
                         raise VCenterStartupError(
-                            f"eventProvider.vcenter.auth.basicAuth: vCenter {self.address()} "
+                            f"{self.field}.auth.basicAuth: vCenter {self.address()} "
                             f"rejected the login of user {self._username!r}: {_msg(e)}"
                         ) from None
                     log.error("vcenter %s: login rejected, retrying: %s", self.address(), _msg(e))
                 except ssl.SSLCertVerificationError as e:
                     if first:
                         raise VCenterStartupError(
-                            f"eventProvider.vcenter.address: the TLS certificate of "
+                            f"{self.field}.address: the TLS certificate of "
                             f"{self.address()} is not trusted ({e.verify_message}); add its CA "
                             "to certificates.rootCAs or set insecureSSL: true"
                         ) from None

@@ -59,6 +59,11 @@ def test_vcsim_is_a_deprecated_alias(caplog: pytest.LogCaptureFixture) -> None:
     assert p.address() == "https://sim/sdk"
     assert p.stats.type == "vcsim"
     assert "deprecated" in caplog.text
+    # /stats keeps the configured type, as the original's vcsim provider did
+    from event_router.router import Router
+
+    router = Router(RouterContext(make({"address": "https://sim/sdk"}, type_="vcsim")))
+    assert list(router.stats()["vmware.event.router.stats"])[0] == "vcsim"
 
 
 def test_checkpoint_store_file_or_factory(tmp_path: Path) -> None:
