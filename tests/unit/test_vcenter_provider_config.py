@@ -63,7 +63,7 @@ def test_vcsim_is_a_deprecated_alias(caplog: pytest.LogCaptureFixture) -> None:
     from event_router.router import Router
 
     router = Router(RouterContext(make({"address": "https://sim/sdk"}, type_="vcsim")))
-    assert list(router.stats()["vmware.event.router.stats"])[0] == "vcsim"
+    assert "vcsim" in router.stats()["vmware.event.router.stats"]
 
 
 def test_checkpoint_store_file_or_factory(tmp_path: Path) -> None:
