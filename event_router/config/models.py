@@ -14,7 +14,6 @@ line ``<field.path>: <message>``.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
@@ -78,25 +77,103 @@ class Problems:
             )
 
 
-# --- reusable field types -----------------------------------------------------------------
+# --- patterns shared with the CRD ---------------------------------------------------------
+#
+# The RouterConfig CRD (event_router/operator/crd.py) uses these same patterns, so the API
+# server accepts exactly the values the router accepts. Three engines read them: Go's RE2
+# (the API server), Rust's regex crate (pydantic ``pattern``) and Python's ``re`` (the checks
+# below). So they use only syntax all three read alike: no lookarounds and no ``\d \w \s``
+# (ASCII in RE2, Unicode in the other two); whitespace is spelt out as SPACE_CLASS.
 
-_HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_-]{1,63})*\.?$"
+#: the body of a character class holding exactly the characters ``str.isspace()`` is true for
+SPACE_CLASS = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 )
+
+_HEX4 = "[0-9A-Fa-f]{1,4}"
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
+
+
+def _ipv6_pattern() -> str:
+    """An IPv6 address exactly as :class:`ipaddress.IPv6Address` reads it (without a zone):
+    eight groups, or fewer around one ``::`` that stands for at least one group; the last two
+    groups may be written as an IPv4 address."""
+
+    def lead(n: int) -> str:  # n groups, each followed by ':'
+        return {0: "", 1: f"{_HEX4}:"}.get(n, f"(?:{_HEX4}:){{{n}}}")
+
+    def compressed(n: int) -> str:  # n groups, then '::'
+        return f"{lead(n)}:" if n else "::"
+
+    def tail(n: int) -> str:  # up to n groups, separated by ':'
+        more = "" if n == 1 else f"(?::{_HEX4}){{0,{n - 1}}}"
+        return f"(?:{_HEX4}{more})?" if n else ""
+
+    def leads(n: int) -> str:  # up to n groups, each followed by ':'
+        return f"(?:{_HEX4}:){{0,{n}}}" if n else ""
+
+    hextets = [f"{lead(7)}{_HEX4}"] + [compressed(n) + tail(7 - n) for n in range(8)]
+    # before an IPv4 address (two groups): six groups, or fewer around '::'
+    before_v4 = [lead(6)] + [compressed(n) + leads(5 - n) for n in range(6)]
+    return f"(?:{'|'.join(hextets)}|(?:{'|'.join(before_v4)}){_IPV4})"
+
+
+#: a hostname or IPv4 address (the total length, at most HOST_MAX_LENGTH, is checked apart)
+HOSTNAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}(?:\.[A-Za-z0-9_-]{1,63})*\.?"
+HOST_MAX_LENGTH = 253
+#: an IPv6 address with an optional zone (``fe80::1%eth0``), as written between brackets
+IPV6_PATTERN = _ipv6_pattern() + "(?:%[0-9A-Za-z_.-]{1,64})?"
+#: 1-65535 in at most five digits (leading zeros allowed: 08080)
+PORT_PATTERN = (
+    "(?:0{0,4}[1-9]|0{0,3}[1-9][0-9]|0{0,2}[1-9][0-9]{2}|0?[1-9][0-9]{3}"
+    "|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+)
+#: ``host:port`` or ``[IPv6]:port`` (plus: a hostname of at most HOST_MAX_LENGTH characters)
+BIND_ADDRESS_PATTERN = rf"^(?:{HOSTNAME_PATTERN}|\[{IPV6_PATTERN}\]):{PORT_PATTERN}$"
+#: the webhook path: starts with /, is not / alone, no whitespace, ? or #
+WEBHOOK_PATH_PATTERN = f"^/[^{SPACE_CLASS}?#]+$"
+WEBHOOK_PATH_MAX_LENGTH = 1024
+#: an AWS region name such as us-west-1
+REGION_PATTERN = "^[a-z]{2}(?:-[a-z]+)+-[0-9]+$"
+REGION_MAX_LENGTH = 64
+#: an EventBridge rule ARN: arn:<partition>:events:<region>:<account>:rule/<name>
+RULE_ARN_PATTERN = f"^arn:[A-Za-z0-9_-]+:events:[A-Za-z0-9_-]*:[0-9]*:rule/[^{SPACE_CLASS}]+$"
+RULE_ARN_MAX_LENGTH = 1600
+
+
+def _whole(pattern: str) -> re.Pattern[str]:
+    """``^...$`` for Python's ``fullmatch`` (Python's ``$`` also matches before a final
+    newline; RE2's and Rust's do not)."""
+    if not (pattern.startswith("^") and pattern.endswith("$")):
+        raise ValueError(f"not an anchored pattern: {pattern!r}")
+    return re.compile(pattern[1:-1])
+
+
+_HOSTNAME = re.compile(HOSTNAME_PATTERN)
+_IPV6 = re.compile(IPV6_PATTERN)
+_PORT = re.compile(PORT_PATTERN)
+_BIND_ADDRESS = _whole(BIND_ADDRESS_PATTERN)
+_WEBHOOK_PATH = _whole(WEBHOOK_PATH_PATTERN)
+_RULE_ARN = _whole(RULE_ARN_PATTERN)
+
+
+# --- reusable field types -----------------------------------------------------------------
 
 
 def parse_bind_address(value: str) -> tuple[str, int]:
-    """``host:port`` -> (host, port). Hostnames, IPv4 and ``[IPv6]`` hosts; port 1-65535."""
+    """``host:port`` -> (host, port). Hostnames, IPv4 and ``[IPv6]`` hosts; port 1-65535.
+
+    Accepts exactly what BIND_ADDRESS_PATTERN matches with a host of at most
+    HOST_MAX_LENGTH characters; the steps before only explain what is wrong."""
     if "://" in value or "/" in value:
         raise ValueError("no URI scheme or slashes, only host:port such as 0.0.0.0:8080")
     if value.startswith("["):
         host, sep, port = value[1:].partition("]:")
         if not sep:
             raise ValueError("IPv6 hosts are written [host]:port, such as [::1]:8080")
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{host!r} is not an IPv6 address") from None
+        if not _IPV6.fullmatch(host):
+            raise ValueError(f"{host!r} is not an IPv6 address")
     else:
         host, sep, port = value.rpartition(":")
         if not sep:
@@ -105,10 +182,12 @@ def parse_bind_address(value: str) -> tuple[str, int]:
             raise ValueError("the host is missing; use 0.0.0.0:<port> to listen on all interfaces")
         if ":" in host:
             raise ValueError("IPv6 hosts are written [host]:port, such as [::1]:8080")
-        if not _HOSTNAME.match(host):
+        if len(host) > HOST_MAX_LENGTH or not _HOSTNAME.fullmatch(host):
             raise ValueError(f"{host!r} is not a hostname or IP address")
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not _PORT.fullmatch(port):
         raise ValueError(f"port {port!r} is not a number from 1 to 65535")
+    if not _BIND_ADDRESS.fullmatch(value):  # the rule the CRD enforces; never reached
+        raise ValueError("expected host:port such as 0.0.0.0:8080")
     return host, int(port)
 
 
@@ -133,7 +212,7 @@ def _check_http_url(value: str) -> str:
 
 
 def _check_arn(value: str) -> str:
-    if not re.match(r"^arn:[\w-]+:events:[\w-]*:\d*:rule/\S+$", value):
+    if not _RULE_ARN.fullmatch(value):
         raise ValueError(
             "expected a rule ARN such as arn:aws:events:us-west-1:123456789012:rule/name"
         )
@@ -145,7 +224,7 @@ def _check_path(value: str) -> str:
         raise ValueError("must start with / such as /webhook")
     if value == "/":
         raise ValueError("must not be / (use a path such as /webhook)")
-    if any(c.isspace() for c in value) or "?" in value or "#" in value:
+    if not _WEBHOOK_PATH.fullmatch(value):
         raise ValueError("must be a plain path without spaces, ? or #")
     return value
 
@@ -248,6 +327,20 @@ class VCenterConfig(Strict):
         return self
 
 
+def horizon_username_problem(username: str) -> str | None:
+    """Why Horizon cannot log in with ``username``, or None: it wants the plain user name,
+    with the domain in ``activeDirectoryAuth.domain`` (no UPN, no ``DOMAIN\\user``)."""
+    allowed = (
+        "allowed: the plain user name such as 'administrator', with the domain in "
+        "activeDirectoryAuth.domain"
+    )
+    if "@" in username:
+        return f"UPN user names are not supported (got {username!r}; {allowed})"
+    if "\\" in username:
+        return f"DOMAIN\\user names are not supported (got {username!r}; {allowed})"
+    return None
+
+
 class HorizonConfig(Strict):
     address: HttpURL
     insecureSSL: bool = False
@@ -263,19 +356,16 @@ class HorizonConfig(Strict):
         problems = Problems()
         check_auth(problems, self.auth, ("active_directory",), required=True)
         ad = self.auth.activeDirectoryAuth
-        if ad is not None and "@" in ad.username:
-            problems.add(
-                "auth.activeDirectoryAuth.username",
-                f"UPN user names are not supported (got {ad.username!r}; allowed: the plain "
-                "user name such as 'administrator', with the domain in activeDirectoryAuth.domain)",
-            )
+        problem = horizon_username_problem(ad.username) if ad is not None else None
+        if problem is not None:
+            problems.add("auth.activeDirectoryAuth.username", problem)
         problems.raise_if_any()
         return self
 
 
 class WebhookConfig(Strict):
     bindAddress: BindAddress
-    path: Annotated[str, AfterValidator(_check_path)]
+    path: Annotated[str, Field(max_length=WEBHOOK_PATH_MAX_LENGTH), AfterValidator(_check_path)]
     auth: Auth | None = None
     # extension of ours
     maxBodyBytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
@@ -425,9 +515,9 @@ class OpenFaaSConfig(Strict):
 
 
 class AWSEventBridgeConfig(Strict):
-    region: Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")]
+    region: Annotated[str, Field(max_length=REGION_MAX_LENGTH, pattern=REGION_PATTERN)]
     eventBus: NonEmpty
-    ruleARN: Annotated[str, AfterValidator(_check_arn)]
+    ruleARN: Annotated[str, Field(max_length=RULE_ARN_MAX_LENGTH), AfterValidator(_check_arn)]
     auth: Auth
     # extensions of ours
     endpoint: HttpURL | None = None

@@ -3,7 +3,10 @@
 The CRD's structural ``openAPIV3Schema`` is *generated* from these models
 (:func:`spec_schema`), and every rule the schema alone cannot express is written once as
 a CEL ``x-kubernetes-validations`` rule next to a pydantic validator that checks the same
-thing, so the API server and the operator never disagree.
+thing, so the API server and the operator never disagree. The patterns of values the router
+checks too (``bindAddress``, the webhook ``path``, the EventBridge ``region`` and
+``ruleARN``) are the router's own constants from :mod:`event_router.config.models`, so the
+API server accepts exactly what the router accepts.
 
 Differences from the router's own file (:mod:`event_router.config.models`):
 
@@ -25,12 +28,20 @@ from __future__ import annotations
 
 import copy
 import sys
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from event_router.config.models import (
+    BIND_ADDRESS_PATTERN,
+    HOST_MAX_LENGTH,
+    REGION_MAX_LENGTH,
+    REGION_PATTERN,
+    RULE_ARN_MAX_LENGTH,
+    RULE_ARN_PATTERN,
+    WEBHOOK_PATH_MAX_LENGTH,
+    WEBHOOK_PATH_PATTERN,
     CheckpointTuning,
     KReference,
     ProcessorType,
@@ -48,7 +59,6 @@ SHORT_NAMES = ["rtc"]
 CRD_NAME = f"{PLURAL}.{GROUP}"
 
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-HOST_PORT = r"^[^\s/]*:[0-9]{1,5}$"
 HTTP_URL = r"^https?://[^\s/]+"
 CONFIGMAP_KEY = r"^[-._a-zA-Z0-9]+$"
 MAX_ROOT_CAS = 16
@@ -70,6 +80,37 @@ class Strict(BaseModel):
     """Unknown fields rejected, no type coercion (the API server does not coerce either)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
+
+
+# --- bind addresses ----------------------------------------------------------------------
+
+#: the router's rule besides BIND_ADDRESS_PATTERN (which RE2 cannot say without a lookahead)
+HOST_LENGTH_RULE = (
+    f"self.startsWith('[') || self.matches('^[^:]{{1,{HOST_MAX_LENGTH}}}:')",
+    f"the host must be at most {HOST_MAX_LENGTH} characters",
+)
+
+
+def _host_length(value: str) -> str:
+    if not value.startswith("[") and len(value.rpartition(":")[0]) > HOST_MAX_LENGTH:
+        raise ValueError(HOST_LENGTH_RULE[1])
+    return value
+
+
+#: ``host:port`` exactly as the router's :func:`~event_router.config.models.parse_bind_address`
+BindAddress = Annotated[
+    str,
+    Field(
+        max_length=261,
+        pattern=BIND_ADDRESS_PATTERN,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": HOST_LENGTH_RULE[0], "message": HOST_LENGTH_RULE[1]}
+            ]
+        },
+    ),
+    AfterValidator(_host_length),
+]
 
 
 # --- credentials by reference -----------------------------------------------------------
@@ -151,8 +192,8 @@ class WebhookSpec(Strict):
 
     model_config = _rules(WEBHOOK_PATH_RULE)
 
-    bindAddress: str = Field(max_length=261, pattern=HOST_PORT)
-    path: str = Field(max_length=1024, pattern=r"^/")
+    bindAddress: BindAddress
+    path: str = Field(max_length=WEBHOOK_PATH_MAX_LENGTH, pattern=WEBHOOK_PATH_PATTERN)
     auth: BasicAuthRef | None = None
     maxBodyBytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
 
@@ -250,9 +291,9 @@ class OpenFaaSSpec(Strict):
 
 
 class EventBridgeSpec(Strict):
-    region: str = Field(min_length=1, max_length=64)
+    region: str = Field(min_length=1, max_length=REGION_MAX_LENGTH, pattern=REGION_PATTERN)
     eventBus: str = Field(min_length=1, max_length=1600)
-    ruleARN: str = Field(min_length=1, max_length=1600, pattern=r"^arn:")
+    ruleARN: str = Field(min_length=1, max_length=RULE_ARN_MAX_LENGTH, pattern=RULE_ARN_PATTERN)
     auth: AWSAuthRef
     endpoint: str | None = Field(default=None, max_length=2048, pattern=HTTP_URL)
     ruleRefreshSeconds: float = Field(default=300.0, gt=0)
@@ -279,7 +320,7 @@ class EventProcessorSpec(Strict):
 
 
 class MetricsDefaultSpec(Strict):
-    bindAddress: str = Field(max_length=261, pattern=HOST_PORT)
+    bindAddress: BindAddress
     auth: BasicAuthRef | None = None
 
 

@@ -79,6 +79,22 @@ def _api_message(e: ApiException) -> str:
     return f"{e.status} {body.get('message') or e.reason}"
 
 
+def render_failure(e: Exception) -> str:
+    """The ``InvalidConfig`` message for an error of
+    :func:`~event_router.operator.resources.render_config` other than missing credentials.
+
+    Rendering is a pure function of the spec, the Secrets and the sink: retrying cannot help,
+    so whatever it raises becomes the status. A :class:`~resources.RenderError` names the
+    field; anything else is a bug, logged with its traceback.
+    """
+    if isinstance(e, resources.RenderError):
+        return str(e)
+    log.error("rendering the router config failed", exc_info=e)
+    return (
+        f"the router config could not be rendered ({type(e).__name__}: {e}); see the operator log"
+    )
+
+
 class Reconciler:
     def __init__(
         self,
@@ -322,6 +338,8 @@ class Reconciler:
         )
         if ca_refs:
             cred_msg += f"; ConfigMap(s) {', '.join(cm_names)} hold the root CAs"
+        root_cas = self.runtime.ca_files(key, ca_refs, pems) if pems else None
+        render_error: str | None = None
         try:
             rendered = resources.render_config(
                 name,
@@ -330,10 +348,12 @@ class Reconciler:
                 secrets,
                 sink_uri if sink_ok else "http://unresolved.invalid",
                 runtime=self.runtime.name,
-                root_cas=self.runtime.ca_files(key, ca_refs, pems) if pems else None,
+                root_cas=root_cas,
             )
         except CredentialsError as e:
             cred_ok, cred_reason, cred_msg = False, e.reason, e.message
+        except Exception as e:
+            render_error = render_failure(e)
         if cred_ok and ca_error is not None:
             rendered = None
             cred_ok, cred_reason, cred_msg = False, ca_error.reason, ca_error.message
@@ -343,6 +363,8 @@ class Reconciler:
         ready_reason, ready_msg = "", ""
         if not cred_ok:
             ready_reason, ready_msg = cred_reason, cred_msg
+        elif render_error is not None:
+            ready_reason, ready_msg = "InvalidConfig", render_error
         elif not sink_ok:
             ready_reason, ready_msg = sink_reason, sink_msg
         else:

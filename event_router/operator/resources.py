@@ -110,6 +110,29 @@ def _meta(owner: Owner, name: str, *, owned: bool = True) -> dict[str, Any]:
 # --- the rendered router config -----------------------------------------------------------
 
 
+class RenderError(ValueError):
+    """The spec cannot become a router config (a bind address the router refuses, two
+    listeners of the pod on one port); the message starts with the ``spec.`` field path(s).
+    The reconciler reports it as ``Ready=False``, reason ``InvalidConfig``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+METRICS_FIELD = "spec.metricsProvider.default.bindAddress"
+WEBHOOK_FIELD = "spec.eventProvider.webhook.bindAddress"
+
+
+def _pod_port(address: str, field: str) -> int:
+    """The port of ``address`` (the router pod listens on 0.0.0.0 with it)."""
+    try:
+        return parse_bind_address(address)[1]
+    except ValueError as e:
+        raise RenderError(field, f"{e} (got {address!r})") from None
+
+
 def source_address(spec: RouterConfigSpec) -> str:
     """Where events come from, for ``status.source`` (no credentials)."""
     p = spec.eventProvider
@@ -132,10 +155,14 @@ def render_config(
     """The router's own config file (the original's shape) for one RouterConfig: inline
     credentials from the Secrets, ``destination.uri`` set to the resolved sink.
 
-    ``runtime="deployment"`` always configures the metrics server on 0.0.0.0 (probes);
-    ``runtime="inprocess"`` leaves it out (many routers share one process).
+    ``runtime="deployment"`` always configures the metrics server on 0.0.0.0 (probes), and
+    a webhook provider listens on 0.0.0.0 too (with its port: the Service in front of the pod
+    reaches no 127.0.0.1/localhost); the two ports must differ.
+    ``runtime="inprocess"`` leaves the metrics server out (many routers share one process)
+    and the webhook's address as it is.
     ``root_cas``: the files the router reads its root CAs from (``certificates.rootCAs``).
-    Raises :class:`~event_router.operator.secrets.CredentialsError`.
+    Raises :class:`~event_router.operator.secrets.CredentialsError` and
+    :class:`RenderError`.
     """
     data = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
     data = inline_credentials(data, namespace, secrets)
@@ -145,7 +172,9 @@ def render_config(
     processor = data["eventProcessor"]
     if processor["type"] == "knative":
         if sink_uri is None:
-            raise ValueError("render_config: knative needs the resolved sink URI")
+            raise RenderError(
+                "spec.eventProcessor.knative.destination", "the sink URI is not resolved"
+            )
         processor["knative"]["destination"] = {"uri": sink_uri}
     if runtime == "deployment":
         metrics = data.get("metricsProvider") or {
@@ -153,8 +182,25 @@ def render_config(
             "name": "metrics",
             "default": {"bindAddress": f"0.0.0.0:{DEFAULT_METRICS_PORT}"},
         }
-        _, port = parse_bind_address(metrics["default"]["bindAddress"])
+        given = metrics["default"]["bindAddress"]
+        port = _pod_port(given, METRICS_FIELD)
         metrics["default"]["bindAddress"] = f"0.0.0.0:{port}"
+        hook = data["eventProvider"].get("webhook")
+        if data["eventProvider"]["type"] == "webhook" and hook is not None:
+            hook_port = _pod_port(hook["bindAddress"], WEBHOOK_FIELD)
+            if hook_port == port:
+                got = (
+                    f"got {hook['bindAddress']!r} and {given!r}"
+                    if data.get("metricsProvider")
+                    else f"got {hook['bindAddress']!r}; without spec.metricsProvider the "
+                    f"metrics port is {DEFAULT_METRICS_PORT}"
+                )
+                raise RenderError(
+                    f"{WEBHOOK_FIELD} and {METRICS_FIELD}",
+                    f"both use port {port} ({got}); in the router pod both listen on 0.0.0.0, "
+                    "so give one of them another port",
+                )
+            hook["bindAddress"] = f"0.0.0.0:{hook_port}"
         data["metricsProvider"] = metrics
     else:
         data.pop("metricsProvider", None)

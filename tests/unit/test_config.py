@@ -128,10 +128,35 @@ def test_parse_bind_address() -> None:
     assert parse_bind_address("localhost:1") == ("localhost", 1)
     assert parse_bind_address("router.svc.cluster.local:65535")[1] == 65535
     assert parse_bind_address("[::1]:8082") == ("::1", 8082)
+    assert parse_bind_address("[fe80::1%eth0]:08080") == ("fe80::1%eth0", 8080)
+    assert parse_bind_address("[::ffff:192.0.2.1]:80") == ("::ffff:192.0.2.1", 80)
     for bad in ("0.0.0.0", ":8080", "0.0.0.0:0", "host:65536", "host:http", "[::1]", "::1:80",
-                "http://h:80", "h:80/x", "bad host:80", "[zz]:80"):  # fmt: skip
+                "http://h:80", "h:80/x", "bad host:80", "[zz]:80",
+                # as strict as the CRD's pattern (RE2): ASCII digits, at most 5 of them, no
+                # trailing newline, an IPv6 address ipaddress reads, a host of <= 253 chars
+                "host:000001", "host:\u0668\u0660", "host:8080\n", "host\n:8080", "[:::1]:80",
+                "[fe80::1%a b]:80", ".".join(["a" * 63] * 4) + ":80"):  # fmt: skip
         with pytest.raises(ValueError):
             parse_bind_address(bad)
+
+
+@pytest.mark.parametrize(
+    ("username", "fragment"),
+    [("admin@corp.local", "UPN user names are not supported"),
+     ("CORP\\admin", "DOMAIN\\user names are not supported")],
+)  # fmt: skip
+def test_horizon_user_name_is_the_plain_name(username: str, fragment: str) -> None:
+    """docs/horizon.md: a UPN or DOMAIN\\user name is rejected, the domain goes in domain."""
+    field = "eventProvider.horizon.auth.activeDirectoryAuth.username"
+    data = example(HK)
+    edit(data, field, username)
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    (line,) = [e for e in info.value.errors if e.startswith(f"{field}:")]
+    assert fragment in line and f"(got {username!r};" in line
+    assert "with the domain in activeDirectoryAuth.domain" in line
+    edit(data, field, "administrator")
+    parse_config(data)
 
 
 # --- malformed configs: (base example, edits, expected line start, expected fragment) -----

@@ -1,10 +1,14 @@
 """The RouterConfig CRD: generated from the pydantic spec models, committed in crds/, and
 the same invalid specs rejected by pydantic here and by the API server in
-tests/integration/test_operator_crd.py (the cases live here, shared)."""
+tests/integration/test_operator.py (the cases live here, shared)."""
 
 from __future__ import annotations
 
 import copy
+import ipaddress
+import random
+import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +17,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from event_router.config import models
 from event_router.operator import crd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -191,6 +196,79 @@ INVALID: list[tuple[str, list[Callable[[dict[str, Any]], None]], str]] = [
             ),
         ],
         "spec.eventProvider.webhook.bindAddress",
+    ),
+    # values the router refuses, so the API server refuses them too (same patterns)
+    (
+        "webhook-bind-no-host",
+        [
+            _set(
+                "eventProvider",
+                {"type": "webhook", "name": "hook", "webhook": {**HOOK, "bindAddress": ":8080"}},
+            ),
+        ],
+        "spec.eventProvider.webhook.bindAddress",
+    ),
+    (
+        "webhook-bind-host-too-long",
+        [
+            _set(
+                "eventProvider",
+                {
+                    "type": "webhook",
+                    "name": "hook",
+                    "webhook": {**HOOK, "bindAddress": ".".join(["a" * 63] * 4) + ":80"},
+                },
+            ),
+        ],
+        "the host must be at most 253 characters",
+    ),
+    (
+        "metrics-bind-port-out-of-range",
+        [
+            _set(
+                "metricsProvider",
+                {"name": "m", "default": {"bindAddress": "0.0.0.0:99999"}},
+            )
+        ],
+        "spec.metricsProvider.default.bindAddress",
+    ),
+    (
+        "webhook-path-with-nbsp",
+        [
+            _set(
+                "eventProvider",
+                {"type": "webhook", "name": "hook", "webhook": {**HOOK, "path": "/a\u00a0b"}},
+            ),
+        ],
+        "spec.eventProvider.webhook.path",
+    ),
+    (
+        "eventbridge-region",
+        [
+            _set(
+                "eventProcessor",
+                {
+                    "type": "aws_event_bridge",
+                    "name": "eb",
+                    "awsEventBridge": {**AWS, "region": "US West"},
+                },
+            ),
+        ],
+        "spec.eventProcessor.awsEventBridge.region",
+    ),
+    (
+        "eventbridge-rule-arn-not-events",
+        [
+            _set(
+                "eventProcessor",
+                {
+                    "type": "aws_event_bridge",
+                    "name": "eb",
+                    "awsEventBridge": {**AWS, "ruleARN": "arn:aws:sns:us-west-1:1:rule/x"},
+                },
+            ),
+        ],
+        "spec.eventProcessor.awsEventBridge.ruleARN",
     ),
     (
         "aws-key-without-secret",
@@ -372,6 +450,9 @@ def test_cel_rules_mirror_pydantic_validators() -> None:
     assert rules[".eventProvider"] and rules[".eventProcessor"]
     assert rules[".eventProcessor.knative.destination"] == ["exactly one of uri or ref must be set"]
     assert rules[".eventProvider.webhook"] == ["webhook.path must not be / (use e.g. /webhook)"]
+    host_rule = ["the host must be at most 253 characters"]
+    assert rules[".eventProvider.webhook.bindAddress"] == host_rule
+    assert rules[".metricsProvider.default.bindAddress"] == host_rule
     assert rules[".eventProcessor.awsEventBridge.auth"] == [
         "secretRef is required when type is aws_access_key"
     ]
@@ -394,3 +475,220 @@ def test_samples_are_valid_specs() -> None:
                 crd.RouterConfigSpec.model_validate(doc["spec"])
                 seen += 1
     assert seen >= 3
+
+
+# --- the CRD accepts exactly what the router accepts ----------------------------------------
+#
+# (value, the router accepts it). Pydantic checks the CRD's patterns with Rust's regex here;
+# the API server checks the same patterns with Go's RE2: they use only syntax the two (and
+# Python's re, for the router's own checks) read alike, see event_router/config/models.py.
+
+HOST_253 = ".".join(["a" * 63] * 3 + ["b" * 61])
+BIND_ADDRESSES: list[tuple[str, bool]] = [
+    ("0.0.0.0:8080", True),
+    ("localhost:1", True),
+    ("127.0.0.1:65535", True),
+    ("router.svc.cluster.local.:08080", True),
+    ("_svc-1.example:443", True),
+    (f"{'a' * 63}.b:80", True),
+    (f"{HOST_253}:80", True),
+    ("[::1]:8082", True),
+    ("[::]:80", True),
+    ("[fe80::1%eth0]:9000", True),
+    ("[::ffff:192.0.2.1]:80", True),
+    ("[2001:db8:0:0:0:0:0:1]:443", True),
+    (":8080", False),
+    ("0.0.0.0:0", False),
+    ("0.0.0.0:00000", False),
+    ("host:99999", False),
+    ("host:65536", False),
+    ("host:000001", False),
+    ("host:+80", False),
+    ("host: 80", False),
+    ("host:\u0668\u0660", False),  # Arabic-Indic digits: int() reads them, RE2 does not
+    ("host:8080\n", False),
+    ("host\n:8080", False),
+    ("0.0.0.0", False),
+    ("host:http", False),
+    ("[::1]", False),
+    ("::1:80", False),
+    ("http://h:80", False),
+    ("h:80/x", False),
+    ("bad host:80", False),
+    ("-host:80", False),
+    ("a..b:80", False),
+    (f"{'a' * 64}:80", False),
+    (f"{HOST_253}c:80", False),  # 254 characters
+    ("[zz]:80", False),
+    ("[:::1]:80", False),
+    ("[1:2:3:4:5:6:7:8:9]:80", False),
+    ("[1:2:3:4::5:6:7:8]:80", False),
+    ("[::1.2.3.04]:80", False),
+    ("[fe80::1%]:80", False),
+    ("[fe80::1%a b]:80", False),
+    ("[::1]:80]:90", False),
+]
+REGIONS: list[tuple[str, bool]] = [
+    ("us-west-1", True),
+    ("eu-central-1", True),
+    ("ap-southeast-2", True),
+    ("us-gov-west-1", True),
+    ("cn-north-1", True),
+    ("il-central-1", True),
+    ("eu-isoe-west-10", True),
+    (f"us-{'a' * 57}-1", True),  # 62 characters
+    ("US West", False),
+    ("us-west", False),
+    ("usa-west-1", False),
+    ("us--west-1", False),
+    ("us-west-1a", False),
+    ("us-west-1\n", False),
+    (" us-west-1", False),
+    ("us-west-\u0661", False),  # an Arabic-Indic digit: Unicode \d, not RE2's
+    ("", False),
+    (f"us-{'a' * 60}-1", False),  # 65 characters
+]
+ARN_PREFIX = "arn:aws:events:us-east-1:1:rule/"
+RULE_ARNS: list[tuple[str, bool]] = [
+    ("arn:aws:events:us-west-1:123456789012:rule/router", True),
+    ("arn:aws-cn:events:cn-north-1:123456789012:rule/bus/r_1", True),
+    ("arn:aws-us-gov:events:us-gov-west-1:1:rule/a.b-c", True),
+    ("arn:aws:events::123:rule/x", True),
+    ("arn:aws:events:us-east-1::rule/x", True),
+    ("arn:aws:events:us-east-1:1:rule/\u00fc", True),
+    ("arn:a_b:events:x:1:rule/:", True),
+    (ARN_PREFIX + "r" * (1600 - len(ARN_PREFIX)), True),  # 1600 characters
+    ("vmware-event-router", False),
+    ("arn:", False),
+    ("arn:aws:sns:us-east-1:1:rule/x", False),
+    ("arn:aws:events:us-east-1:1:rule/", False),
+    ("arn:aws:events:us-east-1:1:rule/a b", False),
+    ("arn:aws:events:us-east-1:1:rule/a\u00a0b", False),
+    ("arn:aws:events:us-east-1:1:rule/x\n", False),
+    ("arn:aws:events:us-east-1:12a:rule/x", False),
+    ("arn:\u00e4ws:events:us-east-1:1:rule/x", False),
+    ("arn:aws:events:us-east-1:\u0661:rule/x", False),
+    ("arn:aws:events:us east-1:1:rule/x", False),
+    ("ARN:aws:events:us-east-1:1:rule/x", False),
+    (ARN_PREFIX + "r" * (1601 - len(ARN_PREFIX)), False),  # 1601 characters
+]
+WEBHOOK_PATHS: list[tuple[str, bool]] = [
+    ("/webhook", True),
+    ("/a/b-c_d.e", True),
+    ("/hook/\u00fc", True),
+    ("//", True),
+    ("/%20", True),
+    ("/a;b", True),
+    ("/a:b@c", True),
+    ("/" + "p" * 1023, True),  # 1024 characters
+    ("/", False),
+    ("webhook", False),
+    ("", False),
+    ("/a b", False),
+    ("/a?x=1", False),
+    ("/a#f", False),
+    ("/a\tb", False),
+    ("/a\u00a0b", False),
+    ("/a\u3000b", False),
+    ("/\u2028", False),
+    ("/x\n", False),
+    ("/" + "p" * 1024, False),  # 1025 characters
+]
+
+_IAM = {"type": "aws_iam_role"}
+_EB = {"region": "us-west-1", "eventBus": "b", "ruleARN": AWS["ruleARN"]}
+Corpus = list[tuple[str, bool]]
+Data = Callable[[str], Any]
+#: field -> (corpus, the router's model and data, the CRD's model and data)
+AGREEMENT: dict[str, tuple[Corpus, Any, Data, Any, Data]] = {
+    "webhook.bindAddress": (
+        BIND_ADDRESSES,
+        models.WebhookConfig,
+        lambda v: {"bindAddress": v, "path": "/webhook"},
+        crd.WebhookSpec,
+        lambda v: {"bindAddress": v, "path": "/webhook"},
+    ),
+    "metricsProvider.default.bindAddress": (
+        BIND_ADDRESSES,
+        models.MetricsDefaultConfig,
+        lambda v: {"bindAddress": v},
+        crd.MetricsDefaultSpec,
+        lambda v: {"bindAddress": v},
+    ),
+    "awsEventBridge.region": (
+        REGIONS,
+        models.AWSEventBridgeConfig,
+        lambda v: {**_EB, "region": v, "auth": _IAM},
+        crd.EventBridgeSpec,
+        lambda v: {**_EB, "region": v, "auth": _IAM},
+    ),
+    "awsEventBridge.ruleARN": (
+        RULE_ARNS,
+        models.AWSEventBridgeConfig,
+        lambda v: {**_EB, "ruleARN": v, "auth": _IAM},
+        crd.EventBridgeSpec,
+        lambda v: {**_EB, "ruleARN": v, "auth": _IAM},
+    ),
+    "webhook.path": (
+        WEBHOOK_PATHS,
+        models.WebhookConfig,
+        lambda v: {"bindAddress": "0.0.0.0:8080", "path": v},
+        crd.WebhookSpec,
+        lambda v: {"bindAddress": "0.0.0.0:8080", "path": v},
+    ),
+}
+
+
+def _accepts(model: Any, data: Any) -> bool:
+    try:
+        model.model_validate(data)
+    except ValidationError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("field", list(AGREEMENT))
+def test_crd_accepts_exactly_what_the_router_accepts(field: str) -> None:
+    corpus, router_model, router_data, crd_model, crd_data = AGREEMENT[field]
+    good = sum(ok for _, ok in corpus)
+    assert good >= 8 and len(corpus) - good >= 8, "at least 8 good and 8 bad values"
+    for value, ok in corpus:
+        assert _accepts(router_model, router_data(value)) is ok, f"router: {value!r}"
+        assert _accepts(crd_model, crd_data(value)) is ok, f"CRD: {value!r}"
+
+
+def test_space_class_is_what_python_calls_whitespace() -> None:
+    """The router refuses whitespace with str.isspace(); the CRD spells it out."""
+    klass = re.compile(f"[{models.SPACE_CLASS}]")
+    for code in range(sys.maxunicode + 1):
+        c = chr(code)
+        assert bool(klass.fullmatch(c)) is c.isspace(), hex(code)
+
+
+def test_bind_address_ipv6_is_what_ipaddress_reads() -> None:
+    """The IPv6 part of the bind address pattern against the standard library, on random
+    and systematically built candidates."""
+    pattern = re.compile(models.IPV6_PATTERN)
+    rng = random.Random(7)
+
+    def ipaddress_reads(text: str) -> bool:
+        try:
+            ipaddress.IPv6Address(text)
+        except ValueError:
+            return False
+        return True
+
+    candidates = ["".join(rng.choices("0123456789abcdefABCDEF:.::", k=rng.randint(0, 18)))
+                  for _ in range(20000)]  # fmt: skip
+    for _ in range(20000):
+        parts = rng.choices(["", "0", "1", "ffff", "12345", "g"], k=rng.randint(0, 9))
+        text = ":".join(parts)
+        if rng.random() < 0.4:
+            octets = rng.choices(["0", "1", "255", "256", "01", "99"], k=rng.choice([3, 4, 4]))
+            text += ":" + ".".join(octets)
+        candidates.append(text)
+    for _ in range(2000):
+        ip = ipaddress.IPv6Address(rng.getrandbits(128) & rng.choice([0, 0xFFFF, 2**128 - 1]))
+        candidates += [str(ip), ip.exploded, f"{str(ip).rstrip(':')}:1.2.3.4", f"::ffff:{ip}"]
+    for text in candidates:
+        assert bool(pattern.fullmatch(text)) is ipaddress_reads(text), repr(text)

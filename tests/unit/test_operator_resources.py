@@ -10,13 +10,20 @@ from typing import Any
 import pytest
 import yaml
 
-from event_router.config.loader import parse_config
+from event_router.config.loader import ConfigError, parse_config
 from event_router.operator import certificates, resources
 from event_router.operator.crd import RouterConfigSpec
-from event_router.operator.reconciler import merge_conditions
+from event_router.operator.reconciler import Reconciler, merge_conditions
 from event_router.operator.runtimes import deployment_state
 from event_router.operator.secrets import CredentialsError, decode, secret_uses
-from event_router.operator.sinks import SinkError, Target, addressable_url, service_url, uri_string
+from event_router.operator.sinks import (
+    Resolver,
+    SinkError,
+    Target,
+    addressable_url,
+    service_url,
+    uri_string,
+)
 from tests.unit.test_operator_crd import base_spec
 
 OWNER = resources.Owner(name="vc-router", namespace="team-a", uid="1234-uid")
@@ -360,3 +367,193 @@ def test_inprocess_ca_stage_is_private_idempotent_and_cleaned_up() -> None:
     finally:
         stage.close()
     assert not base.exists()
+
+
+# --- bind addresses in the router pod ----------------------------------------------------------
+
+
+def webhook_spec(bind: str, metrics: str | None = None) -> RouterConfigSpec:
+    data = base_spec()
+    data["eventProvider"] = {
+        "type": "webhook",
+        "name": "hook",
+        "webhook": {"bindAddress": bind, "path": "/webhook"},
+    }
+    if metrics is not None:
+        data["metricsProvider"] = {"name": "m", "default": {"bindAddress": metrics}}
+    return RouterConfigSpec.model_validate(data)
+
+
+@pytest.mark.parametrize("bind", ["127.0.0.1:9000", "localhost:9000", "[::1]:9000"])
+def test_webhook_listens_on_all_interfaces_in_the_pod_with_its_port(bind: str) -> None:
+    s = webhook_spec(bind)
+    rendered = resources.render_config("h", "ns", s, {}, "http://x", runtime="deployment")
+    assert rendered["eventProvider"]["webhook"]["bindAddress"] == "0.0.0.0:9000"
+    assert rendered["metricsProvider"]["default"]["bindAddress"] == "0.0.0.0:8082"
+    parse_config(rendered)
+    kids = resources.children(OWNER, rendered, "h", resources.RuntimeOptions())
+    svc = kids[-1]
+    assert svc["kind"] == "Service"
+    assert svc["spec"]["ports"] == [{"name": "webhook", "port": 9000, "targetPort": "webhook"}]
+    ports = kids[-2]["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert {"name": "webhook", "containerPort": 9000, "protocol": "TCP"} in ports
+    # the spec itself is untouched, and the in-process runtime listens where it says
+    assert s.eventProvider.webhook is not None and s.eventProvider.webhook.bindAddress == bind
+    inproc = resources.render_config("h", "ns", s, {}, "http://x", runtime="inprocess")
+    assert inproc["eventProvider"]["webhook"]["bindAddress"] == bind
+
+
+@pytest.mark.parametrize(
+    ("bind", "metrics", "got"),
+    [
+        # no metricsProvider: the pod's metrics port is 8082
+        ("127.0.0.1:8082", None, "got '127.0.0.1:8082'; without spec.metricsProvider"),
+        # different hosts, which the router alone allows; in the pod both are 0.0.0.0
+        ("127.0.0.1:9100", "10.0.0.5:9100", "got '127.0.0.1:9100' and '10.0.0.5:9100'"),
+    ],
+)
+def test_webhook_port_equal_to_the_metrics_port_names_both_fields(
+    bind: str, metrics: str | None, got: str
+) -> None:
+    s = webhook_spec(bind, metrics)
+    with pytest.raises(resources.RenderError) as e:
+        resources.render_config("h", "ns", s, {}, "http://x", runtime="deployment")
+    msg = str(e.value)
+    assert msg.startswith(
+        "spec.eventProvider.webhook.bindAddress and spec.metricsProvider.default.bindAddress: "
+    )
+    assert "both use port" in msg and got in msg
+    # one process per router only in the pod: in-process it is fine
+    resources.render_config("h", "ns", s, {}, "http://x", runtime="inprocess")
+
+
+def test_a_bind_address_the_router_refuses_is_a_render_error_naming_the_field() -> None:
+    """A RouterConfig stored before the CRD checked ports as the router does (etcd keeps it)
+    and a spec that skipped validation both end here."""
+    s = spec(metricsProvider={"name": "m", "default": {"bindAddress": "0.0.0.0:8083"}})
+    assert s.metricsProvider is not None
+    s.metricsProvider.default.bindAddress = "0.0.0.0:0"  # no validation on assignment
+    with pytest.raises(resources.RenderError) as e:
+        render("deployment", s)
+    assert str(e.value) == (
+        "spec.metricsProvider.default.bindAddress: port '0' is not a number from 1 to 65535 "
+        "(got '0.0.0.0:0')"
+    )
+    assert isinstance(e.value, ValueError)
+    hook = webhook_spec("127.0.0.1:9000")
+    assert hook.eventProvider.webhook is not None
+    hook.eventProvider.webhook.bindAddress = ":9000"
+    with pytest.raises(resources.RenderError) as e:
+        resources.render_config("h", "ns", hook, {}, "http://x", runtime="deployment")
+    assert e.value.field == "spec.eventProvider.webhook.bindAddress"
+    assert "the host is missing" in e.value.message
+
+
+def test_horizon_secret_with_a_domain_user_name_fails_the_routers_validation() -> None:
+    """The operator renders the Secret's username inline; the router's model refuses a
+    DOMAIN\\user or UPN name there (the reconciler reports InvalidConfig)."""
+    data = base_spec()
+    data["eventProvider"] = {
+        "type": "horizon",
+        "name": "h",
+        "horizon": {
+            "address": "https://h.example.com",
+            "auth": {"type": "active_directory", "secretRef": {"name": "ad"}},
+        },
+    }
+    s = RouterConfigSpec.model_validate(data)
+    for username in ("CORP\\admin", "admin@corp.local"):
+        secrets = {"ad": {"domain": "corp", "username": username, "password": "p"}}
+        rendered = resources.render_config("h", "ns", s, secrets, "http://x", runtime="inprocess")
+        with pytest.raises(ConfigError) as e:
+            parse_config(rendered)
+        assert any(
+            line.startswith("eventProvider.horizon.auth.activeDirectoryAuth.username:")
+            for line in e.value.errors
+        ), e.value.errors
+
+
+# --- the reconciler turns a render error into Ready=False InvalidConfig --------------------------
+
+
+class FakeKube:
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+        self.statuses: list[dict[str, Any]] = []
+        self.events: list[tuple[str, str, str]] = []
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.body if kind == "RouterConfig" else None
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.statuses.append(status)
+        self.body["status"] = status
+
+    def event(self, involved: dict[str, Any], *, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+
+class FakeRuntime:
+    name = "deployment"
+
+    def __init__(self) -> None:
+        self.applied = 0
+
+    def ca_files(self, key: Any, refs: Any, pems: Any) -> list[str]:
+        return []
+
+    async def apply(self, *args: Any, **kwargs: Any) -> Any:
+        self.applied += 1
+        raise AssertionError("a config that cannot be rendered must not be applied")
+
+
+async def reconcile_webhook(bind: str) -> tuple[FakeKube, FakeRuntime]:
+    data = base_spec()
+    data["eventProvider"] = {
+        "type": "webhook",
+        "name": "hook",
+        "webhook": {"bindAddress": bind, "path": "/webhook"},
+    }
+    data["eventProcessor"]["knative"]["destination"] = {"uri": {"scheme": "http", "host": "s"}}
+    body = {
+        "apiVersion": "event-router.vmware.com/v1alpha1",
+        "kind": "RouterConfig",
+        "metadata": {"name": "h", "namespace": "ns", "uid": "u", "generation": 1},
+        "spec": data,
+    }
+    kube, runtime = FakeKube(body), FakeRuntime()
+    rec = Reconciler(kube, Resolver(None), runtime)  # type: ignore[arg-type]
+    await rec.reconcile("ns", "h")
+    return kube, runtime
+
+
+def conditions(kube: FakeKube) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in kube.statuses[-1]["conditions"]}
+
+
+async def test_reconcile_reports_a_port_collision_as_invalid_config() -> None:
+    kube, runtime = await reconcile_webhook("127.0.0.1:8082")
+    cond = conditions(kube)
+    assert (cond["Ready"]["status"], cond["Ready"]["reason"]) == ("False", "InvalidConfig")
+    assert cond["Ready"]["message"].startswith(
+        "spec.eventProvider.webhook.bindAddress and spec.metricsProvider.default.bindAddress: "
+        "both use port 8082"
+    )
+    assert cond["CredentialsReady"]["status"] == "True"
+    assert (cond["Deployed"]["status"], cond["Deployed"]["reason"]) == ("False", "Waiting")
+    assert runtime.applied == 0
+    assert ("Warning", "InvalidConfig", cond["Ready"]["message"]) in kube.events
+
+
+async def test_reconcile_reports_any_render_failure_as_invalid_config(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise KeyError("eventProvider")
+
+    monkeypatch.setattr(resources, "render_config", broken)
+    kube, runtime = await reconcile_webhook("127.0.0.1:9000")
+    cond = conditions(kube)
+    assert (cond["Ready"]["status"], cond["Ready"]["reason"]) == ("False", "InvalidConfig")
+    assert "could not be rendered (KeyError: 'eventProvider')" in cond["Ready"]["message"]
+    assert runtime.applied == 0
