@@ -140,8 +140,8 @@ def _add_value_rules(defs: dict[str, Any]) -> None:
         _string_rule(defs[name]["properties"][field], HTTP_URL)
     _string_rule(defs["WebhookConfig"]["properties"]["path"], WEBHOOK_PATH)
     _string_rule(defs["AWSEventBridgeConfig"]["properties"]["ruleARN"], RULE_ARN)
-    # only Horizon uses active_directory, and it takes no UPN (user@domain)
-    defs["ActiveDirectoryAuth"]["properties"]["username"]["pattern"] = "^[^@]+$"
+    # only Horizon uses active_directory: no UPN (user@domain), no DOMAIN\user
+    defs["ActiveDirectoryAuth"]["properties"]["username"]["pattern"] = "^[^@\\\\]+$"
     for name, allowed in AUTH_TYPES.items():
         props = defs[name]["properties"]
         props["auth"] = {

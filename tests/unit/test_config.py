@@ -255,6 +255,8 @@ MALFORMED: list[tuple[str, str, dict[str, Any], str, str]] = [
      f"{HOOK}.auth.awsAccessKeyAuth:", "not allowed with type 'basic_auth' (allowed: only basicAuth)"),
     ("horizon-upn", HK, {"eventProvider.horizon.auth.activeDirectoryAuth.username": "admin@corp.local"},
      "eventProvider.horizon.auth.activeDirectoryAuth.username:", "UPN"),
+    ("horizon-domain-user", HK, {"eventProvider.horizon.auth.activeDirectoryAuth.username": "CORP\\admin"},
+     "eventProvider.horizon.auth.activeDirectoryAuth.username:", "DOMAIN\\user names are not supported"),
     ("horizon-auth-type", HK, {"eventProvider.horizon.auth": {"type": "basic_auth",
      "basicAuth": {"username": "u", "password": "ReplaceMe"}}}, "eventProvider.horizon.auth.type:",
      "got 'basic_auth'; allowed: active_directory"),
