@@ -67,6 +67,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
             int(memo.get("priority") or 0),
             on_change,
             interval=min(2.0, settings.peering.lifetime / 4),
+            lifetime=settings.peering.lifetime,
         )
         memo.gate = gate
         memo.gate_task = asyncio.create_task(gate.run())

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any, cast
@@ -239,13 +241,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ensure_peering(args.peering, [] if clusterwide else list(args.namespace))
     try:
         asyncio.run(
-            kopf.operator(
+            operate(
+                memo,
                 standalone=args.standalone,
                 priority=args.priority,
                 peering_name=None if args.standalone else args.peering,
                 namespaces=[] if clusterwide else args.namespace,
                 clusterwide=clusterwide,
-                memo=memo,
                 liveness_endpoint=args.liveness,
                 # the same id our peering gate looks for (kopf's Identity is a str NewType)
                 identity=cast(Any, identity),
@@ -254,6 +256,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+#: how long a SIGTERM waits for the in-process routers to stop (final checkpoints) before
+#: the operator stops anyway
+STOP_ROUTERS_SECONDS = 20.0
+
+
+async def operate(memo: kopf.Memo, **kopf_options: Any) -> None:
+    """kopf.operator, with our own SIGTERM/SIGINT: the in-process routers stop first (their
+    final checkpoints written) while this replica's peering entry still stands, and only
+    then kopf stops (and removes the entry). With kopf's own handlers the entry went first,
+    and a standby could start the same routers while these were still delivering."""
+    stop = asyncio.Event()
+    existing = set(asyncio.all_tasks())
+    tasks = await kopf.spawn_tasks(memo=memo, stop_flag=stop, **kopf_options)
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stopping:
+            log.warning("received %s again: stopping now", sig.name)
+            stop.set()
+            return
+        log.info("received %s: stopping the routers, then the operator", sig.name)
+        stopping.append(asyncio.create_task(_stop_routers_then(memo, stop)))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):  # replaces the handlers kopf installed
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, on_signal, sig)
+    await kopf.run_tasks(tasks, ignored=existing)
+
+
+async def _stop_routers_then(memo: kopf.Memo, stop: asyncio.Event) -> None:
+    try:
+        gate_task = memo.get("gate_task")
+        if gate_task is not None:
+            gate_task.cancel()  # no resume while stopping
+        rec = memo.get("reconciler")
+        if rec is not None:
+            await asyncio.wait_for(rec.pause(), STOP_ROUTERS_SECONDS)
+    except Exception:
+        log.exception("stopping the routers failed; stopping the operator anyway")
+    finally:
+        stop.set()
 
 
 if __name__ == "__main__":

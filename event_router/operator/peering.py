@@ -13,7 +13,12 @@ kopf's own rule (``kopf/_core/engines/peering.py``):
 * with several watched namespaces (one ``KopfPeering`` each), it acts only if it may act
   in all of them (kopf pauses the whole operator when any of them conflicts).
 
-A missing peering object or CRD means paused, as for kopf.
+A missing peering object or CRD means paused, as for kopf. Any other failure to read it (a
+503 during an API server upgrade, a timeout) keeps the current state, so a blip does not stop
+and restart every router; but a replica that has not read the object for half the peering
+lifetime pauses (its own keep-alives are failing too, and at the full lifetime a standby takes
+over: the routers must be stopped before that), and so does one whose own entry is older than
+its lifetime.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -59,6 +65,10 @@ def may_act(
     if identity not in peers:
         return False, "not yet registered in the peering object"
     now = now or dt.datetime.now(dt.UTC)
+    mine = peers[identity] if isinstance(peers[identity], dict) else {}
+    my_seen = _parse_time(mine.get("lastseen"))
+    if my_seen is not None and my_seen + dt.timedelta(seconds=int(mine.get("lifetime", 60))) <= now:
+        return False, "this replica's own keep-alive is older than its lifetime"
     for other, info in peers.items():
         if other == identity or not isinstance(info, dict):
             continue
@@ -87,6 +97,7 @@ class PeeringGate:
         on_change: Callable[[bool], Awaitable[None]],
         *,
         interval: float = 2.0,
+        lifetime: float = 60.0,
     ) -> None:
         self._get = get
         self.paths = (
@@ -98,8 +109,10 @@ class PeeringGate:
         self.priority = priority
         self.on_change = on_change
         self.interval = interval
+        self.lifetime = lifetime
         self.active = False
         self.why = ""
+        self._last_read = time.monotonic()
 
     async def check(self) -> bool:
         acts, why = True, ""
@@ -107,22 +120,40 @@ class PeeringGate:
             try:
                 obj = await asyncio.to_thread(self._get, path)
             except ApiException as e:
-                acts, why = False, f"cannot read {path}: {e.status} {e.reason}"
-                break
+                if e.status == 404:
+                    acts, why = False, f"{path} does not exist (is manifests/peering.yaml applied?)"
+                    break
+                return await self._unread(f"{e.status} {e.reason}")
+            except Exception as e:
+                return await self._unread(f"{type(e).__name__}: {e}")
             ok, why = may_act((obj or {}).get("status"), self.identity, self.priority)
             if not ok:
                 acts = False
                 break
+        self._last_read = time.monotonic()
+        return await self._set(acts, why)
+
+    async def _unread(self, error: str) -> bool:
+        """The peering object could not be read: keep the state, unless that has lasted for
+        half the lifetime (a standby takes over at the full lifetime)."""
+        silent = time.monotonic() - self._last_read
+        if self.active and silent >= self.lifetime / 2:
+            why = f"the peering object unread for {silent:.0f}s ({error})"
+            return await self._set(False, why)
+        log.warning("peering: cannot read the peering object (%s); keeping the state", error)
+        return self.active
+
+    async def _set(self, acts: bool, why: str) -> bool:
         if acts != self.active:
-            self.active, self.why = acts, why
             log.info("peering: this replica is now %s (%s)", "ACTIVE" if acts else "PAUSED", why)
-            await self.on_change(acts)
+            await self.on_change(acts)  # if it fails, the next check tries again
+            self.active, self.why = acts, why
         return acts
 
     async def run(self) -> None:
         while True:
             try:
                 await self.check()
-            except Exception as e:  # keep the last state; try again
-                log.warning("peering: check failed: %s", e)
+            except Exception:  # on_change failed: try again at the next check
+                log.exception("peering: applying the state failed")
             await asyncio.sleep(self.interval)

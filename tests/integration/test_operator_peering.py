@@ -6,6 +6,7 @@ the active replica dies the standby takes over within the peering lifetime."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 import time
 from collections import Counter
@@ -157,3 +158,50 @@ async def test_only_the_active_replica_acts_and_the_standby_takes_over(
             await _wait_messages(sink, {f"three-{i}" for i in range(5)}, 30)
             await asyncio.sleep(2)
             assert set(counts(sink, "three-").values()) == {1}, counts(sink, "three-")
+
+
+async def test_sigterm_hands_over_with_each_event_once(
+    api: client.ApiClient,  # noqa: F811
+    namespace: str,
+    replicas: Any,
+) -> None:
+    """SIGTERM to the active replica while events stream: it stops its routers (final
+    checkpoint) before it leaves the peering object, the standby resumes from that
+    checkpoint: every event arrives, each exactly once."""
+    ns = namespace
+    with VCSim() as sim:
+        async with CloudEventSink() as sink:
+            apply(api, basic_secret("vc-creds", sim.username, sim.password), ns)
+            spec = vcsim_spec(sim, sink.url)
+            spec["checkpoint"] = {"periodSeconds": 30}  # only the final checkpoint counts
+            create_rc(api, ns, rc("vcsim", spec))
+            high, high_url = replicas(100)
+            await asyncio.to_thread(wait_for, lambda: runs_router(high_url, "vcsim"), 60, "high")
+            low, low_url = replicas(50)
+            await asyncio.to_thread(
+                wait_for,
+                lambda: "event_router_operator_active 0.0" in scrape(low_url),
+                30,
+                "low up as the standby",
+            )
+            si = await asyncio.to_thread(sim.connect)
+            await asyncio.to_thread(post_general_events, si, 5, "before")
+            await _wait_messages(sink, {f"before-{i}" for i in range(5)}, 30)
+
+            assert high.proc is not None
+            high.proc.send_signal(signal.SIGTERM)
+
+            def paced() -> None:  # 40 events over ~4 s, across the handover
+                for i in range(40):
+                    post_general_events(si, 1, f"during-{i}")
+                    time.sleep(0.1)
+
+            posting = asyncio.create_task(asyncio.to_thread(paced))
+            assert await asyncio.to_thread(high.proc.wait, 40) == 0
+            assert "stopping the routers, then the operator" in high.log(50000)
+            await asyncio.to_thread(wait_for, lambda: runs_router(low_url, "vcsim"), 40, "low")
+            await posting
+            await _wait_messages(sink, {f"during-{i}-0" for i in range(40)}, 40)
+            await asyncio.sleep(2)
+            seen = counts(sink, "during-")
+            assert set(seen.values()) == {1}, seen

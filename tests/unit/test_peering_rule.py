@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 from event_router.operator.peering import may_act
@@ -40,3 +41,74 @@ def test_a_peer_silent_for_longer_than_its_lifetime_is_dead() -> None:
     assert may_act(status, "me", 10, NOW)[0] is True
     status["big"] = peer(100, 9, lifetime=10)
     assert may_act(status, "me", 10, NOW)[0] is False
+
+
+def test_own_entry_older_than_its_lifetime_pauses() -> None:
+    """kopf could not keep this replica alive: the others count it dead and take over."""
+    assert may_act({"me": peer(10, 61)}, "me", 10, NOW)[0] is False
+    assert may_act({"me": peer(10, 59)}, "me", 10, NOW)[0] is True
+
+
+class FakeAPI:
+    """The peering object as the gate reads it; ``fail`` makes the next reads raise."""
+
+    def __init__(self) -> None:
+        self.fail: Exception | None = None
+        self.status: dict[str, object] = {}
+
+    def get(self, path: str) -> dict[str, object]:
+        if self.fail is not None:
+            raise self.fail
+        return {"status": self.status}
+
+
+def live(priority: int) -> dict[str, object]:
+    seen = dt.datetime.now(dt.UTC).isoformat()
+    return {"priority": priority, "lastseen": seen, "lifetime": 60}
+
+
+async def test_gate_rides_out_a_blip_but_pauses_when_the_api_stays_away() -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    from event_router.operator.peering import PeeringGate
+
+    api = FakeAPI()
+    api.status = {"me": live(10)}
+    changes: list[bool] = []
+
+    async def on_change(active: bool) -> None:
+        changes.append(active)
+
+    gate = PeeringGate(api.get, "event-router", [], "me", 10, on_change, lifetime=0.4)
+    assert await gate.check() is True and changes == [True]
+    api.fail = ApiException(status=503, reason="Service Unavailable")
+    assert await gate.check() is True  # a blip: the routers keep running
+    assert changes == [True]
+    await asyncio.sleep(0.25)  # unread for more than half the lifetime
+    assert await gate.check() is False and changes == [True, False]
+    assert "unread" in gate.why
+    api.fail = None
+    assert await gate.check() is True and changes == [True, False, True]
+    api.fail = ApiException(status=404, reason="Not Found")  # object or CRD gone: as kopf
+    assert await gate.check() is False and changes[-1] is False
+
+
+async def test_gate_retries_a_failed_state_change() -> None:
+    from event_router.operator.peering import PeeringGate
+
+    api = FakeAPI()
+    api.status = {"me": live(10)}
+    calls: list[bool] = []
+
+    async def on_change(active: bool) -> None:
+        calls.append(active)
+        if len(calls) == 1:
+            raise RuntimeError("resume failed")
+
+    gate = PeeringGate(api.get, "event-router", [], "me", 10, on_change)
+    try:
+        await gate.check()
+    except RuntimeError:
+        pass
+    assert gate.active is False  # not taken as done
+    assert await gate.check() is True and calls == [True, True]
