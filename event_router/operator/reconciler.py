@@ -157,6 +157,7 @@ class Reconciler:
             self.trigger(key)
 
     def resync(self) -> None:
+        self.runtime.expire()  # children deleted or edited by hand are applied again
         for key in list(self.known):
             self.trigger(key)
 

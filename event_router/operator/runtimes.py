@@ -61,6 +61,10 @@ class Runtime(Protocol):
         """Another operator replica acts now (peering): stop acting, forget caches."""
         ...
 
+    def expire(self) -> None:
+        """A resync: verify at the next pass what is normally skipped as unchanged."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -108,6 +112,9 @@ class DeploymentRuntime:
         self.options = options
         #: last applied children digest per RouterConfig (skips no-op applies)
         self._applied: dict[Key, str] = {}
+        #: RouterConfigs whose children are applied again at their next pass (resync), so a
+        #: child deleted or edited by hand comes back
+        self._stale: set[Key] = set()
 
     def ca_files(self, key: Key, refs: list[CARef], pems: list[str]) -> list[str]:
         return deployment_paths(refs)  # mounted from the ConfigMaps by the kubelet
@@ -123,30 +130,53 @@ class DeploymentRuntime:
         key = (owner.namespace, owner.name)
         name = resources.router_name(owner.name)
         digest = f"{owner.uid}/{hash_}/{self.options}"
-        if self._applied.get(key) == digest:
+        same = self._applied.get(key) == digest
+        if same and key not in self._stale:
             dep = await asyncio.to_thread(
                 self.kube.get, "apps/v1", "Deployment", owner.namespace, name
             )
             if dep is not None:
                 return deployment_state(dep, hash_, owner.namespace, name, owner.name)
-        await asyncio.to_thread(self._apply_all, owner, rendered, hash_, ca_refs or [])
+        await asyncio.to_thread(
+            self._apply_all,
+            owner,
+            rendered,
+            hash_,
+            ca_refs or [],
+            logging.DEBUG if same else logging.INFO,
+        )
         self._applied[key] = digest
+        self._stale.discard(key)
         dep = await asyncio.to_thread(self.kube.get, "apps/v1", "Deployment", owner.namespace, name)
         return deployment_state(dep, hash_, owner.namespace, name, owner.name)
 
     def _apply_all(
-        self, owner: Owner, rendered: dict[str, Any], hash_: str, ca_refs: list[CARef]
+        self,
+        owner: Owner,
+        rendered: dict[str, Any],
+        hash_: str,
+        ca_refs: list[CARef],
+        level: int = logging.INFO,
     ) -> None:
         self.kube.create_if_absent(resources.checkpoint_configmap(owner))
         for obj in resources.children(owner, rendered, hash_, self.options, ca_refs):
-            self.kube.apply(obj)
-        log.info(
-            "%s/%s: applied router children (config hash %s)", owner.namespace, owner.name, hash_
+            self.kube.apply(obj)  # server-side apply: a no-op when nothing differs
+        log.log(
+            level,
+            "%s/%s: applied router children (config hash %s)",
+            owner.namespace,
+            owner.name,
+            hash_,
         )
+
+    def expire(self) -> None:
+        """At a resync: apply every RouterConfig's children again at its next pass."""
+        self._stale = set(self._applied)
 
     async def remove(self, key: Key) -> None:
         # children carry ownerReferences: the garbage collector removes them
         self._applied.pop(key, None)
+        self._stale.discard(key)
 
     async def suspend(self) -> None:
         # the Deployments keep running (another replica owns them now); re-check on resume
@@ -309,6 +339,10 @@ class InprocessRuntime:
             await self._stop(rt)
             log.info("%s/%s: router of the deleted RouterConfig stopped", *key)
         self.cas.remove(key)
+
+    def expire(self) -> None:
+        # a running router is its own check: nothing is skipped as unchanged here
+        return None
 
     async def suspend(self) -> None:
         """Stop every router (final checkpoints): the active replica runs them now."""

@@ -280,6 +280,21 @@ async def test_deployment_runtime_ready_rolls_on_change_and_garbage_collects(
     await asyncio.sleep(5)  # two resync passes: nothing changed, nothing written
     assert get_rc(api, ns, "vc")["metadata"]["resourceVersion"] == status_rv
 
+    # children deleted by hand come back at the next resync (every 2 s here)
+    by_hand = (
+        f"/api/v1/namespaces/{ns}/secrets/{resources.config_secret_name('vc')}",
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles/{name}",
+    )
+    for path in by_hand:
+        request(api, "DELETE", path)
+    await asyncio.to_thread(
+        wait_for,
+        lambda: all(get_obj(api, p) is not None for p in by_hand),
+        20,
+        "the deleted children re-applied",
+    )
+    assert get_rc(api, ns, "vc")["metadata"]["resourceVersion"] == status_rv
+
     # a spec change: new generation observed, new config hash rolls the Deployment
     request(
         api,
