@@ -50,7 +50,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         # kopf pauses its watches while another replica acts, not our resync loop nor the
         # in-process routers: the gate pauses those (see event_router/operator/peering.py)
         from event_router.operator.kube import request
-        from event_router.operator.peering import PeeringGate
+        from event_router.operator.peering import PeeringGate, ensure_peering_objects
 
         async def on_change(active: bool) -> None:
             if active:
@@ -68,6 +68,9 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
             on_change,
             interval=min(2.0, settings.peering.lifetime / 4),
             lifetime=settings.peering.lifetime,
+            ensure=lambda: ensure_peering_objects(
+                rec.kube.api, memo["peering_name"], list(memo.get("namespaces") or [])
+            ),
         )
         memo.gate = gate
         memo.gate_task = asyncio.create_task(gate.run())

@@ -126,42 +126,11 @@ def kube_client() -> kubernetes.client.ApiClient:
 def ensure_peering(name: str, namespaces: list[str]) -> None:
     """Create the kopf peering object(s) if missing (cluster-wide: ClusterKopfPeering;
     per watched namespace: KopfPeering), so ``kubectl apply -k`` needs no second pass."""
-    from kubernetes.client.exceptions import ApiException
-
-    from event_router.operator.kube import request
+    from event_router.operator.peering import ensure_peering_objects
 
     api = kube_client()
-    targets = (
-        [("/apis/kopf.dev/v1/clusterkopfpeerings", "ClusterKopfPeering", None)]
-        if not namespaces
-        else [
-            (f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings", "KopfPeering", ns)
-            for ns in namespaces
-        ]
-    )
     try:
-        for path, kind, ns in targets:
-            meta: dict[str, Any] = {"name": name}
-            if ns:
-                meta["namespace"] = ns
-            try:
-                request(
-                    api,
-                    "POST",
-                    path,
-                    body={"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": meta},
-                )
-                log.info("created %s %s", kind, name if ns is None else f"{ns}/{name}")
-            except ApiException as e:
-                if e.status == 409:
-                    continue
-                if e.status == 404:
-                    log.warning(
-                        "peering CRDs (kopf.dev) are not installed: apply manifests/peering.yaml, "
-                        "or run one replica with --standalone"
-                    )
-                    return
-                raise
+        ensure_peering_objects(api, name, namespaces)
     finally:
         api.close()
 

@@ -47,6 +47,64 @@ def own_identity() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
 
 
+def peering_paths(name: str, namespaces: list[str]) -> list[tuple[str, str, str | None]]:
+    """(collection path, kind, namespace) of the peering object(s) kopf uses."""
+    if not namespaces:
+        return [("/apis/kopf.dev/v1/clusterkopfpeerings", "ClusterKopfPeering", None)]
+    return [
+        (f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings", "KopfPeering", ns) for ns in namespaces
+    ]
+
+
+def ensure_peering_objects(api: Any, name: str, namespaces: list[str]) -> bool:
+    """Create the missing peering object(s); True when all exist. A watched namespace that
+    does not exist yet is skipped (its object is created once it does: the gate calls this
+    again while one is missing)."""
+    from event_router.operator.kube import request
+
+    complete = True
+    for path, kind, ns in peering_paths(name, namespaces):
+        meta: dict[str, Any] = {"name": name}
+        if ns:
+            meta["namespace"] = ns
+        body = {"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": meta}
+        try:
+            request(api, "POST", path, body=body)
+            log.info("created %s %s", kind, name if ns is None else f"{ns}/{name}")
+        except ApiException as e:
+            if e.status == 409:
+                continue
+            if e.status != 404:
+                raise
+            complete = False
+            if ns is not None and not _exists(api, f"/api/v1/namespaces/{ns}"):
+                log.warning(
+                    "namespace %s does not exist yet: nothing acts until it does (its %s "
+                    "is created then)",
+                    ns,
+                    kind,
+                )
+            else:
+                log.warning(
+                    "peering CRDs (kopf.dev) are not installed: apply manifests/peering.yaml, "
+                    "or run one replica with --standalone"
+                )
+                return False
+    return complete
+
+
+def _exists(api: Any, path: str) -> bool:
+    from event_router.operator.kube import request
+
+    try:
+        request(api, "GET", path)
+    except ApiException as e:
+        if e.status == 404:
+            return False
+        raise
+    return True
+
+
 def _parse_time(value: str | None) -> dt.datetime | None:
     if not value:
         return None
@@ -98,6 +156,7 @@ class PeeringGate:
         *,
         interval: float = 2.0,
         lifetime: float = 60.0,
+        ensure: Callable[[], Any] | None = None,
     ) -> None:
         self._get = get
         self.paths = (
@@ -110,6 +169,9 @@ class PeeringGate:
         self.on_change = on_change
         self.interval = interval
         self.lifetime = lifetime
+        #: creates missing peering objects (called, at most every 10 s, while one is missing)
+        self._ensure = ensure
+        self._ensured = 0.0
         self.active = False
         self.why = ""
         self._last_read = time.monotonic()
@@ -122,6 +184,7 @@ class PeeringGate:
             except ApiException as e:
                 if e.status == 404:
                     acts, why = False, f"{path} does not exist (is manifests/peering.yaml applied?)"
+                    await self._create_missing()
                     break
                 return await self._unread(f"{e.status} {e.reason}")
             except Exception as e:
@@ -132,6 +195,15 @@ class PeeringGate:
                 break
         self._last_read = time.monotonic()
         return await self._set(acts, why)
+
+    async def _create_missing(self) -> None:
+        if self._ensure is None or time.monotonic() - self._ensured < 10.0:
+            return
+        self._ensured = time.monotonic()
+        try:
+            await asyncio.to_thread(self._ensure)
+        except Exception as e:
+            log.warning("peering: cannot create the peering object(s): %s", e)
 
     async def _unread(self, error: str) -> bool:
         """The peering object could not be read: keep the state, unless that has lasted for

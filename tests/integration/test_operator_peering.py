@@ -6,6 +6,7 @@ the active replica dies the standby takes over within the peering lifetime."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import time
@@ -27,6 +28,7 @@ from event_router.operator.devtools import (
     install_crd_object,
     wait_for,
 )
+from event_router.operator.kube import request
 from tests.integration.test_operator import (  # noqa: F401 - api is a fixture
     _wait_messages,
     api,
@@ -35,6 +37,7 @@ from tests.integration.test_operator import (  # noqa: F401 - api is a fixture
     ready,
     vcsim_spec,
 )
+from tests.integration.test_operator_metrics import webhook_spec
 from tests.support.net import free_port
 from tests.support.sink import CloudEventSink
 from tests.support.vcsim import VCSim, post_general_events
@@ -177,7 +180,7 @@ async def test_sigterm_hands_over_with_each_event_once(
             create_rc(api, ns, rc("vcsim", spec))
             high, high_url = replicas(100)
             await asyncio.to_thread(wait_for, lambda: runs_router(high_url, "vcsim"), 60, "high")
-            low, low_url = replicas(50)
+            _low, low_url = replicas(50)
             await asyncio.to_thread(
                 wait_for,
                 lambda: "event_router_operator_active 0.0" in scrape(low_url),
@@ -205,3 +208,49 @@ async def test_sigterm_hands_over_with_each_event_once(
             await asyncio.sleep(2)
             seen = counts(sink, "during-")
             assert set(seen.values()) == {1}, seen
+
+
+async def test_a_watched_namespace_created_later_gets_its_peering_object(
+    api: client.ApiClient,  # noqa: F811
+    namespace: str,
+    tmp_path: Path,
+    testenv: Any,
+) -> None:
+    """`-n ours -n later` while `later` does not exist: the operator says so, and once the
+    namespace is created, its KopfPeering is created and the operator acts (the RouterConfig
+    in `ours` becomes Ready)."""
+    for doc in yaml.safe_load_all((REPO / "manifests" / "peering.yaml").read_text()):
+        if doc and doc.get("kind") == "CustomResourceDefinition":
+            install_crd_object(api, doc)
+    later = f"{namespace}-later"
+    port = free_port()
+    op = OperatorProcess(
+        [
+            "--runtime=inprocess",
+            f"--namespace={namespace}",
+            f"--namespace={later}",
+            "--peering=event-router",
+            f"--peering-lifetime={LIFETIME}",
+            "--resync-seconds=1",
+            f"--metrics-bind-address=127.0.0.1:{port}",
+        ],
+        tmp_path / "operator.log",
+        kubeconfig=testenv.kubeconfig,
+    ).start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with CloudEventSink() as sink:
+            create_rc(api, namespace, rc("hook", webhook_spec(free_port(), sink.url)))
+            await asyncio.to_thread(
+                wait_for, lambda: f"namespace {later} does not exist yet" in op.log(20000), 30, "w"
+            )
+            await asyncio.sleep(3)
+            assert not active(base)
+            request(api, "POST", "/api/v1/namespaces", body={"metadata": {"name": later}})
+            await asyncio.to_thread(wait_for, lambda: active(base), 60, "the operator acting")
+            await asyncio.to_thread(wait_for, ready(api, namespace, "hook"), 30, "Ready")
+    finally:
+        op.stop()
+        sys.stderr.write(f"--- {op.log_path} ---\n{op.log(5000)}\n")
+        with contextlib.suppress(client.ApiException):
+            request(api, "DELETE", f"/api/v1/namespaces/{later}")
