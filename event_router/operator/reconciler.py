@@ -197,6 +197,12 @@ class Reconciler:
             self.trigger(key)
 
     async def forget(self, key: Key) -> None:
+        """The RouterConfig is gone: stop its router. Waits for a pass in progress, so that
+        pass cannot start the router again after this."""
+        async with self._locks[key]:
+            await self._forget(key)
+
+    async def _forget(self, key: Key) -> None:
         self._deferred.discard(key)
         self.known.discard(key)
         self.ready.pop(key, None)
@@ -246,7 +252,7 @@ class Reconciler:
         self.passes += 1
         body = await asyncio.to_thread(self.kube.get, API_VERSION, KIND, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
-            await self.forget(key)
+            await self._forget(key)  # the pass holds the key's lock
             return
         self.known.add(key)
         generation = int(body["metadata"].get("generation", 0))
@@ -482,3 +488,5 @@ class Reconciler:
             )
         except ApiException as e:
             log.warning("could not post an Event (%s): %s", reason, _api_message(e))
+        except Exception as e:  # e.g. a timeout: an Event is not worth failing the pass
+            log.warning("could not post an Event (%s): %s: %s", reason, type(e).__name__, e)

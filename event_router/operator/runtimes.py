@@ -242,6 +242,7 @@ class InprocessRuntime:
             return self._state(current)
         if current is not None:
             log.info("%s/%s: config changed, restarting its router", *key)
+            del self.tasks[key]  # a failure below leaves no stopped router counted as running
             await self._stop(current)
         ca_files = list(config.certificates.rootCAs) if config.certificates else []
         self.cas.prune(key, ca_files)  # the old router's CA files, now unused
