@@ -14,9 +14,9 @@ from typing import Any
 
 import kopf
 
-from event_router.operator.crd import GROUP, PLURAL, VERSION
+from event_router.operator.crd import GROUP, KIND, PLURAL, VERSION
 from event_router.operator.reconciler import Reconciler
-from event_router.operator.resources import LABEL_RC, MANAGED_BY
+from event_router.operator.resources import MANAGED_BY
 
 log = logging.getLogger(__name__)
 
@@ -157,12 +157,18 @@ async def service_event(name: str, namespace: str | None, memo: Any, **_: Any) -
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
 async def deployment_event(
-    labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
+    meta: Mapping[str, Any], namespace: str | None, memo: Any, **_: Any
 ) -> None:
     rec = _reconciler(memo)
-    owner = labels.get(LABEL_RC) if labels else None
-    if rec is not None and owner and namespace and (namespace, owner) in rec.known:
-        rec.trigger((namespace, owner))
+    # the owner by its reference, not by a label: labels hold at most 63 characters
+    owners = [
+        ref.get("name")
+        for ref in meta.get("ownerReferences") or []
+        if ref.get("kind") == KIND and str(ref.get("apiVersion", "")).startswith(f"{GROUP}/")
+    ]
+    for owner in owners:
+        if rec is not None and owner and namespace and (namespace, owner) in rec.known:
+            rec.trigger((namespace, owner))
 
 
 def _target_handler(group: str, version: str, kind: str) -> Any:

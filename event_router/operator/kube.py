@@ -106,6 +106,22 @@ class Kube:
         )
         return out
 
+    def delete_owned(
+        self, api_version: str, kind: str, namespace: str, name: str, owner_uid: str
+    ) -> bool:
+        """Delete the object if it exists and ``owner_uid`` owns it; True when deleted."""
+        obj = self.get(api_version, kind, namespace, name)
+        refs = (obj or {}).get("metadata", {}).get("ownerReferences") or []
+        if not any(ref.get("uid") == owner_uid for ref in refs):
+            return False
+        try:
+            self._call("DELETE", object_path(api_version, kind, namespace, name))
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
+
     def create_if_absent(self, obj: dict[str, Any]) -> bool:
         """Create unless it exists; True when created."""
         meta = obj["metadata"]

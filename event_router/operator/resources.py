@@ -83,17 +83,27 @@ def checkpoint_configmap_name(rc: str) -> str:
     return _short(rc, "checkpoints", 253)
 
 
+def label_value(rc: str) -> str:
+    """The RouterConfig's name as a label value: itself up to 63 characters, else cut and
+    made unique with a hash (two long names sharing their first 63 characters must not
+    select each other's pods)."""
+    if len(rc) <= 63:
+        return rc
+    digest = hashlib.sha256(rc.encode()).hexdigest()[:8]
+    return f"{rc[:54].rstrip('-_.')}-{digest}"
+
+
 def labels(rc: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "event-router",
-        "app.kubernetes.io/instance": rc[:63].rstrip("-_."),
+        "app.kubernetes.io/instance": label_value(rc),
         "app.kubernetes.io/managed-by": MANAGED_BY,
-        LABEL_RC: rc[:63].rstrip("-_."),
+        LABEL_RC: label_value(rc),
     }
 
 
 def selector(rc: str) -> dict[str, str]:
-    return {"app.kubernetes.io/name": "event-router", LABEL_RC: rc[:63].rstrip("-_.")}
+    return {"app.kubernetes.io/name": "event-router", LABEL_RC: label_value(rc)}
 
 
 def _meta(owner: Owner, name: str, *, owned: bool = True) -> dict[str, Any]:

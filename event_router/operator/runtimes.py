@@ -100,7 +100,7 @@ def deployment_state(
         False,
         "RouterStarting",
         f"{where}: {available}/1 router pod available (updated: {updated}); if it stays so: "
-        f"kubectl describe pod -n {namespace} -l {resources.LABEL_RC}={rc}",
+        f"kubectl describe pod -n {namespace} -l {resources.LABEL_RC}={resources.label_value(rc)}",
     )
 
 
@@ -159,8 +159,16 @@ class DeploymentRuntime:
         level: int = logging.INFO,
     ) -> None:
         self.kube.create_if_absent(resources.checkpoint_configmap(owner))
-        for obj in resources.children(owner, rendered, hash_, self.options, ca_refs):
+        children = resources.children(owner, rendered, hash_, self.options, ca_refs)
+        for obj in children:
             self.kube.apply(obj)  # server-side apply: a no-op when nothing differs
+        if not any(obj["kind"] == "Service" for obj in children):
+            # no webhook (any more): its Service goes, apply never deletes
+            name = resources.router_name(owner.name)
+            if self.kube.delete_owned("v1", "Service", owner.namespace, name, owner.uid):
+                log.info(
+                    "%s/%s: deleted Service %s (no webhook)", owner.namespace, owner.name, name
+                )
         log.log(
             level,
             "%s/%s: applied router children (config hash %s)",

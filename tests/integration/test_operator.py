@@ -826,3 +826,41 @@ async def test_deployment_runtime_mounts_root_cas_and_rolls_when_the_ca_changes(
     )
     assert "not a PEM certificate bundle" in condition(obj, "Ready")["message"]
     assert condition(obj, "Deployed")["message"] == "the last good config keeps running"
+
+
+async def test_deployment_runtime_webhook_service_follows_the_provider_type(
+    api: client.ApiClient, namespace: str, operator: Any
+) -> None:
+    """A webhook RouterConfig gets a Service in front of its router pod (port as given, the
+    pod listening on 0.0.0.0); switching the provider to vcenter removes that Service."""
+    ns = namespace
+    apply(api, basic_secret("vc-creds"), ns)
+    spec = uri_spec()
+    spec["eventProvider"] = {
+        "type": "webhook",
+        "name": "hook",
+        "webhook": {"bindAddress": "127.0.0.1:9000", "path": "/webhook"},
+    }
+    create_rc(api, ns, rc("hook", spec))
+    operator("deployment")
+    name = dep_name("hook")
+    svc_path = f"/api/v1/namespaces/{ns}/services/{name}"
+    svc = await asyncio.to_thread(wait_for, lambda: get_obj(api, svc_path), 30, "the Service")
+    assert [p["port"] for p in svc["spec"]["ports"]] == [9000]
+    secret = request(
+        api, "GET", f"/api/v1/namespaces/{ns}/secrets/{resources.config_secret_name('hook')}"
+    )
+    rendered = yaml.safe_load(base64.b64decode(secret["data"]["config.yaml"]))
+    assert rendered["eventProvider"]["webhook"]["bindAddress"] == "0.0.0.0:9000"
+
+    request(
+        api,
+        "PATCH",
+        rc_path(ns, "hook"),
+        body={"spec": {"eventProvider": {**uri_spec()["eventProvider"], "webhook": None}}},
+        content_type="application/merge-patch+json",
+    )
+    await asyncio.to_thread(
+        wait_for, lambda: get_obj(api, svc_path) is None, 30, "the Service removed"
+    )
+    assert get_obj(api, f"/apis/apps/v1/namespaces/{ns}/deployments/{name}") is not None

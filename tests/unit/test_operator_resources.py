@@ -557,3 +557,11 @@ async def test_reconcile_reports_any_render_failure_as_invalid_config(
     assert (cond["Ready"]["status"], cond["Ready"]["reason"]) == ("False", "InvalidConfig")
     assert "could not be rendered (KeyError: 'eventProvider')" in cond["Ready"]["message"]
     assert runtime.applied == 0
+
+
+def test_long_names_get_distinct_label_values_within_63_characters() -> None:
+    a, b = "x" * 70 + "-a", "x" * 70 + "-b"
+    la, lb = resources.label_value(a), resources.label_value(b)
+    assert len(la) <= 63 and len(lb) <= 63 and la != lb
+    assert resources.selector(a) != resources.selector(b)
+    assert resources.label_value("short-name") == "short-name"
