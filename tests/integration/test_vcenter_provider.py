@@ -53,7 +53,9 @@ class CollectingPublisher(BasePublisher):
         )
 
 
-def config(sim: VCSim, tmp_path: Path | None = None, **vc: Any) -> RouterConfig:
+def config(
+    sim: VCSim, tmp_path: Path | None = None, sink_url: str = "http://127.0.0.1:9/", **vc: Any
+) -> RouterConfig:
     spec = sim.vcenter_spec()
     if tmp_path is not None:
         spec.update(checkpoint=True, checkpointDir=str(tmp_path))
@@ -68,7 +70,7 @@ def config(sim: VCSim, tmp_path: Path | None = None, **vc: Any) -> RouterConfig:
             "eventProcessor": {
                 "type": "knative",
                 "name": "k",
-                "knative": {"destination": {"uri": "http://127.0.0.1:9/"}},
+                "knative": {"destination": {"uri": sink_url}},
             },
             "checkpoint": tuning,
         }
@@ -598,20 +600,7 @@ async def test_stats_count_each_vcenter_event_once(si: Any, sim: VCSim) -> None:
     from tests.support.sink import CloudEventSink
 
     async with CloudEventSink() as sink:
-        spec = sim.vcenter_spec()
-        cfg = RouterConfig.model_validate(
-            {
-                "apiVersion": "event-router.vmware.com/v1alpha1",
-                "kind": "RouterConfig",
-                "metadata": {"name": "stats"},
-                "eventProvider": {"type": "vcenter", "name": "vc", "vcenter": spec},
-                "eventProcessor": {
-                    "type": "knative",
-                    "name": "k",
-                    "knative": {"destination": {"uri": sink.url}},
-                },
-            }
-        )
+        cfg = config(sim, sink_url=sink.url)
         context = RouterContext(cfg)
         router = Router(
             context,

@@ -361,6 +361,20 @@ def _event(i: int) -> dict[str, Any]:
     }
 
 
+async def start_router(path: Path, bound: float, stderr: Any) -> asyncio.subprocess.Process:
+    """``event-router -config PATH -shutdown-timeout BOUND``, logs to ``stderr``."""
+    return await asyncio.create_subprocess_exec(
+        SCRIPT,
+        "-config",
+        str(path),
+        "-shutdown-timeout",
+        str(bound),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=stderr,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("down", ["refused", "hanging"])
 async def test_sigterm_with_the_sink_down_stops_within_the_bound_and_exits_0(
@@ -378,16 +392,7 @@ async def test_sigterm_with_the_sink_down_stops_within_the_bound_and_exits_0(
         path = write(tmp_path, config)
         log_path = tmp_path / "stderr.log"
         with log_path.open("w") as stderr:
-            proc = await asyncio.create_subprocess_exec(
-                SCRIPT,
-                "-config",
-                str(path),
-                "-shutdown-timeout",
-                str(bound),
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=stderr,
-                env={**os.environ, "NO_COLOR": "1"},
-            )
+            proc = await start_router(path, bound, stderr)
             try:
                 async with httpx.AsyncClient(timeout=10) as client:
                     await _wait_ready(
@@ -489,16 +494,7 @@ async def test_sigterm_while_vcenter_never_answers_exits_within_the_bound(tmp_pa
     log_path = tmp_path / "stderr.log"
     try:
         with log_path.open("w") as stderr:
-            proc = await asyncio.create_subprocess_exec(
-                SCRIPT,
-                "-config",
-                str(path),
-                "-shutdown-timeout",
-                str(bound),
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=stderr,
-                env={**os.environ, "NO_COLOR": "1"},
-            )
+            proc = await start_router(path, bound, stderr)
             try:
                 await wait_until(lambda: len(accepted) >= 1, 20, "the router connecting")
                 await asyncio.sleep(1.0)  # the login is blocked in its worker thread now
