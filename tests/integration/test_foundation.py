@@ -369,3 +369,19 @@ def test_leased_env_is_stopped_when_its_holder_dies(tmp_path: Path, testenv: Tes
         [sys.executable, str(TESTENV), "status"], env=env, capture_output=True, text=True
     )
     assert status.returncode == 1
+
+
+def test_a_lease_for_a_dead_process_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    env = {**os.environ, "ER_TESTENV_DIR": str(tmp_path / "env")}
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    up = subprocess.run(
+        [sys.executable, str(TESTENV), "up", "--no-build", "--lease", str(gone.pid)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert up.returncode == 2, up.stderr
+    assert f"--lease {gone.pid}: no such running process" in up.stderr
+    assert not (tmp_path / "env" / "state.json").exists()  # nothing was started
