@@ -113,7 +113,10 @@ class InvocationStats:
         self.started = started
         self.by_subject: dict[str, list[int]] = {}
 
-    def record(self, subject: str, ok: bool) -> None:
+    def record(self, subject: Any, ok: bool) -> None:
+        # a webhook client may send a number or a boolean as subject: keys stay strings (the
+        # JSON keys they become), so /stats can always sort them
+        subject = subject if isinstance(subject, str) else str(subject)
         counts = self.by_subject.get(subject)
         if counts is None:
             if len(self.by_subject) >= MAX_DISTINCT:

@@ -37,7 +37,11 @@ __all__ = ["WebhookProvider", "make_event", "parse_request"]
 FIELD = "eventProvider.webhook"
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
-SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
+#: the request headers a debug log shows as they are; any other shows as <redacted> (a client
+#: may put a token in any header: X-Gitlab-Token, X-Hub-Signature-256, X-Amz-Security-Token...)
+LOGGED_HEADERS = frozenset(
+    {"content-type", "content-length", "content-encoding", "user-agent", "host", "accept"}
+)
 _ATTR_NAME = re.compile(r"^[a-z0-9]+$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 SPEC_VERSIONS = ("1.0", "0.3")
@@ -244,7 +248,11 @@ class WebhookProvider(Provider):
                 request.path,
                 request.remote,
                 {
-                    k: ("<redacted>" if k.lower() in SECRET_HEADERS else v)
+                    k: (
+                        v
+                        if k.lower() in LOGGED_HEADERS or k.lower().startswith("ce-")
+                        else "<redacted>"
+                    )
                     for k, v in request.headers.items()
                 },
             )

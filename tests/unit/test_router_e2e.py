@@ -487,7 +487,10 @@ async def test_debug_log_has_requests_but_no_credentials(caplog: pytest.LogCaptu
         headers, body = to_binary(sample_event(5))
         async with httpx.AsyncClient() as client:
             r = await client.post(
-                webhook_url(router), headers=headers, content=body, auth=(user, pw)
+                webhook_url(router),
+                headers={**headers, "X-Gitlab-Token": "client-token-xyz"},
+                content=body,
+                auth=(user, pw),
             )
             assert r.status_code == 202
             r = await client.post(
@@ -499,6 +502,29 @@ async def test_debug_log_has_requests_but_no_credentials(caplog: pytest.LogCaptu
     assert "webhook request POST /webhook" in text
     assert "<redacted>" in text
     assert pw not in text and token not in text and "wrong-pw" not in text
+    assert "client-token-xyz" not in text  # a token in any header, not only Authorization
+    assert "ce-id" in text and "id-5" in text  # the CloudEvent headers stay readable
+
+
+async def test_a_number_as_subject_keeps_stats_serving() -> None:
+    """A structured event whose subject is a JSON number: delivered, and /stats still
+    answers (its subject key is the string)."""
+    async with CloudEventSink() as sink, running(make_config(sink.url)) as router:
+        event = {**to_dict(sample_event(8)), "subject": 5}
+        headers, body = to_binary(sample_event(7))
+        async with httpx.AsyncClient() as client:
+            r = await client.post(webhook_url(router), headers=headers, content=body)
+            assert r.status_code == 202, r.text
+            r = await client.post(
+                webhook_url(router),
+                headers={"Content-Type": "application/cloudevents+json"},
+                content=json.dumps(event),
+            )
+            assert r.status_code == 202, r.text
+            await sink.wait_for(2, timeout=5)
+            await _wait_settled(router, 2)
+            stats = json.loads(await _get(router, "/stats"))["vmware.event.router.stats"]
+        assert set(stats["knative"]["invocations"]) == {"5", "VmPoweredOnEvent"}
 
 
 async def test_webhook_bind_error_names_the_field() -> None:
