@@ -143,6 +143,10 @@ class CheckpointTracker(Generic[P]):
 
 # --- ConfigMap store --------------------------------------------------------------------
 
+#: seconds for one Kubernetes API request: an unreachable API server must not hold a
+#: checkpoint save (or a router's stop) for the minutes TCP takes to give up
+REQUEST_TIMEOUT = 10.0
+
 
 class ConfigMapStore:
     """The checkpoint as JSON under one ``key`` of a ConfigMap (created on first save).
@@ -187,7 +191,9 @@ class ConfigMapStore:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            cm = self._client().read_namespaced_config_map(self.name, self.namespace)
+            cm = self._client().read_namespaced_config_map(
+                self.name, self.namespace, _request_timeout=REQUEST_TIMEOUT
+            )
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -215,7 +221,9 @@ class ConfigMapStore:
             if attempt:  # jittered backoff, so racing writers fall out of step
                 time.sleep(random.uniform(0, 0.02 * min(attempt, 10)))
             try:
-                cm = api.read_namespaced_config_map(self.name, self.namespace)
+                cm = api.read_namespaced_config_map(
+                    self.name, self.namespace, _request_timeout=REQUEST_TIMEOUT
+                )
             except ApiException as e:
                 if e.status != 404:
                     raise
@@ -228,7 +236,9 @@ class ConfigMapStore:
                     data={self.key: text},
                 )
                 try:
-                    api.create_namespaced_config_map(self.namespace, body)
+                    api.create_namespaced_config_map(
+                        self.namespace, body, _request_timeout=REQUEST_TIMEOUT
+                    )
                     return
                 except ApiException as e2:
                     if e2.status == 409:  # created concurrently: read it and retry
@@ -238,7 +248,9 @@ class ConfigMapStore:
             cm.data[self.key] = text
             try:
                 # cm.metadata.resourceVersion is what we read: a concurrent write -> 409
-                api.replace_namespaced_config_map(self.name, self.namespace, cm)
+                api.replace_namespaced_config_map(
+                    self.name, self.namespace, cm, _request_timeout=REQUEST_TIMEOUT
+                )
                 return
             except ApiException as e:
                 if e.status == 409:
