@@ -216,10 +216,16 @@ class Router:
         deadline = loop.time() + timeout
         if self._provider_task is not None and not self._provider_task.done():
             self._provider_task.cancel()
-            with contextlib.suppress(BaseException):
+            try:
                 await asyncio.wait_for(
                     asyncio.shield(self._provider_task), max(0.1, deadline - loop.time())
                 )
+            except asyncio.CancelledError:
+                me = asyncio.current_task()
+                if me is not None and me.cancelling():
+                    raise  # our stop was cancelled (a second signal): stop at once
+            except Exception:
+                pass  # the provider's own error or the bound: stopping anyway
         if self._started:
             await self._drain(max(0.0, deadline - loop.time()))
         try:
