@@ -304,6 +304,9 @@ class HorizonProvider(Provider):
     idle_max_delay: float = 5.0
     #: longest sleep between retries after errors (doubling from 1 s)
     error_max_delay: float = 10.0
+    #: seconds between logins after Horizon rejected the credentials of a session that
+    #: worked (a tighter loop would trip the domain's account lockout policy)
+    login_rejected_delay: float = 300.0
     #: seconds for one HTTP request
     request_timeout: float = 15.0
 
@@ -388,9 +391,9 @@ class HorizonProvider(Provider):
                 if not self._ever_logged_in:
                     raise
                 self.ready = False
-                log.error("%s; retrying in %.1fs", exc, error_delay)
-                await asyncio.sleep(error_delay)
-                error_delay = min(error_delay * 2, max(self.error_max_delay, 1.0))
+                wait = max(error_delay, self.login_rejected_delay)
+                log.error("%s; retrying in %.0fs, not sooner (account lockout)", exc, wait)
+                await asyncio.sleep(wait)
                 continue
             except (httpx.HTTPError, HorizonAPIError, CheckpointUnavailable) as exc:
                 tls = _cert_error(exc)

@@ -59,6 +59,10 @@ HTTP_TIMEOUT_SECONDS = 30
 LOGOUT_TIMEOUT_SECONDS = 2.0
 BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 30.0
+#: after vCenter rejected the password of a session that worked: seconds between login tries
+#: (vCenter SSO locks an account after 5 failures in 180 s by default; one a minute or more
+#: often would lock the service account for everyone)
+LOGIN_REJECTED_RETRY_SECONDS = 300.0
 
 
 class VCenterStartupError(Exception):
@@ -314,7 +318,7 @@ class VCenterProvider(Provider):
                     delay,
                 )
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, BACKOFF_MAX)
+                delay = min(delay * 2, max(BACKOFF_MAX, delay))
         if raw is None:
             return None
         saved = VCenterCheckpoint.from_json(raw, where=f"checkpoint {self._store.describe()}")
@@ -365,7 +369,16 @@ class VCenterProvider(Provider):
                             f"{self.field}.auth.basicAuth: vCenter {self.address()} "
                             f"rejected the login of user {self._username!r}: {_msg(e)}"
                         ) from None
-                    log.error("vcenter %s: login rejected, retrying: %s", self.address(), _msg(e))
+                    delay = max(delay, LOGIN_REJECTED_RETRY_SECONDS)
+                    log.error(
+                        "vcenter %s: login of user %r rejected (%s); retrying in %.0fs, not "
+                        "sooner, so the account is not locked (fix the password and restart, or "
+                        "update the Secret under the operator)",
+                        self.address(),
+                        self._username,
+                        _msg(e),
+                        delay,
+                    )
                 except ssl.SSLCertVerificationError as e:
                     if first:
                         raise VCenterStartupError(

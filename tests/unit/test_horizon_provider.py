@@ -653,3 +653,25 @@ async def test_tls_with_root_cas_insecure_and_untrusted(tmp_path: Path) -> None:
         await provider.close()
         assert "certificates.rootCAs" in str(info.value)
         assert "insecureSSL" in str(info.value)
+
+
+async def test_password_changed_while_running_is_retried_slowly_not_locking_the_account(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The service account's password changes under a running router: every login is now
+    rejected. The provider says so and waits before it tries again (a domain lockout policy
+    counts failures), instead of its fast error backoff."""
+    async with HorizonServer(password=PASSWORD) as server:
+        provider = make_provider(make_config(server.url))
+        provider.login_rejected_delay = 2.0  # 300 s in production
+        publisher = CollectingPublisher()
+        async with running(provider, publisher):
+            await wait_until(lambda: provider.ready)
+            server.users = {k: "rotated-password" for k in server.users}
+            server.expire_refresh_tokens()
+            server.expire_access_tokens()
+            await wait_until(lambda: server.failed_logins >= 1, 10)
+            await asyncio.sleep(1.5)
+            assert server.failed_logins == 1  # not hammering (the error backoff is 0.2 s here)
+            assert "retrying in 2s, not sooner (account lockout)" in caplog.text
+            assert PASSWORD not in caplog.text
