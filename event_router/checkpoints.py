@@ -169,7 +169,8 @@ class ConfigMapStore:
     ) -> None:
         self.namespace = namespace
         self.name = name
-        self.key = key
+        # ConfigMap keys allow [-._a-zA-Z0-9]: an IPv6 host (fd00::10) becomes fd00__10
+        self.key = re.sub(r"[^-._a-zA-Z0-9]", "_", key)
         self._api = api
 
     def describe(self) -> str:

@@ -259,3 +259,16 @@ async def test_horizon_provider_checkpoints_to_configmap_and_resumes(
         await run_until(second, set(two))
         got = [e["id"] for e in second.events]
         assert got == two, got  # resumed after the checkpoint: no repeat of `one`, no gap
+
+
+async def test_an_ipv6_host_is_a_valid_configmap_key(
+    k8s_client: client.ApiClient, namespace: str
+) -> None:
+    """vCenter at https://[fd00::10]/sdk: the checkpoint key is the host, and ':' is not
+    allowed in a ConfigMap key; the store writes it as fd00__10."""
+    core = client.CoreV1Api(k8s_client)
+    store = ConfigMapStore(namespace, "router-cp", "fd00::10", api=core)
+    await store.save({"lastEventKey": 7})
+    assert await store.load() == {"lastEventKey": 7}
+    data = core.read_namespaced_config_map("router-cp", namespace).data or {}
+    assert json.loads(data["fd00__10"]) == {"lastEventKey": 7}
