@@ -173,6 +173,12 @@ def parse_request(headers: dict[str, str], body: bytes) -> list[CloudEvent]:
     )
 
 
+#: bytes of request bodies the webhook holds at once (read, or waiting for queue room);
+#: past it a request gets 503 at once, before its body is read (memory stays bounded
+#: however many clients post while the processors are behind). At least maxBodyBytes.
+MAX_PENDING_BYTES = 32 * 1024 * 1024
+
+
 class WebhookProvider(Provider):
     type = "webhook"
 
@@ -192,6 +198,8 @@ class WebhookProvider(Provider):
             )
         self.path = cfg.path
         self.max_body = cfg.maxBodyBytes
+        self.max_pending_bytes = max(MAX_PENDING_BYTES, self.max_body)
+        self._pending_bytes = 0
         self.accept_timeout = accept_timeout
         self.retry_after = str(retry_after)
         self._check_auth = basic_auth_checker(cfg.auth, field=f"{FIELD}.auth")
@@ -271,6 +279,20 @@ class WebhookProvider(Provider):
         length = request.content_length
         if length is not None and length > self.max_body:
             return self._reject(413, self._too_large(length))
+        charge = length if length is not None else self.max_body
+        if self._pending_bytes and self._pending_bytes + charge > self.max_pending_bytes:
+            return self._reject(
+                503,
+                f"router busy: {self._pending_bytes} bytes of requests are waiting; retry later",
+                {"Retry-After": self.retry_after},
+            )
+        self._pending_bytes += charge
+        try:
+            return await self._accept(request)
+        finally:
+            self._pending_bytes -= charge
+
+    async def _accept(self, request: web.Request) -> web.Response:
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:

@@ -433,6 +433,39 @@ async def test_queue_full_too_long_answers_503_with_retry_after() -> None:
         assert 'event_router_requests_rejected_total{provider="webhook",status="503"}' in rejected
 
 
+async def test_many_waiting_requests_get_503_at_once_and_memory_stays_bounded() -> None:
+    """The processors are behind and many clients post: past the webhook's byte budget a
+    request is answered 503 at once (its body not read), not after the accept bound; the
+    ones inside the budget are accepted when room frees up, each event once."""
+    async with (
+        CloudEventSink(delay=0.3) as sink,
+        running(make_config(sink.url), queue_size=1, accept_timeout=5) as router,
+    ):
+        provider = router.provider
+        assert isinstance(provider, WebhookProvider)
+        headers, body = to_binary(sample_event(0))
+        provider.max_pending_bytes = 3 * len(body)  # room for three waiting requests
+        url = webhook_url(router)
+        async with httpx.AsyncClient() as client:
+
+            async def post(n: int) -> tuple[int, float]:
+                h, b = to_binary(sample_event(n))
+                start = time.monotonic()
+                r = await client.post(url, headers=h, content=b)
+                return r.status_code, time.monotonic() - start
+
+            assert (await post(0))[0] == 202  # in delivery
+            await wait_until(lambda: sink.in_flight == 1, 5, "the first delivery")
+            assert (await post(1))[0] == 202  # the queue (size 1) is full now
+            results = await asyncio.gather(*(post(n) for n in range(2, 12)))
+        busy = [(code, took) for code, took in results if code == 503]
+        assert len(busy) == 7, results  # 3 waited for room, 7 were over the budget
+        assert all(took < 0.25 for _, took in busy), busy  # answered at once
+        got = await sink.wait_for(5, timeout=10)
+        ids = [e["id"] for e in got]
+        assert len(ids) == len(set(ids)) == 5
+
+
 async def test_stop_delivers_queued_events_and_refuses_new_ones() -> None:
     async with CloudEventSink(delay=0.02) as sink:
         config = make_config(sink.url)
