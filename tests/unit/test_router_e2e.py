@@ -443,7 +443,7 @@ async def test_many_waiting_requests_get_503_at_once_and_memory_stays_bounded() 
     ):
         provider = router.provider
         assert isinstance(provider, WebhookProvider)
-        headers, body = to_binary(sample_event(0))
+        _headers, body = to_binary(sample_event(0))
         provider.max_pending_bytes = 3 * len(body)  # room for three waiting requests
         url = webhook_url(router)
         async with httpx.AsyncClient() as client:
