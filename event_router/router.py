@@ -85,6 +85,8 @@ class ProcessorSlot:
         self.stats = InvocationStats(processor.type, processor.address(), time.time())
         self.worker: asyncio.Task[None] | None = None
         self.in_flight: set[asyncio.Task[None]] = set()
+        #: 1 while the ordered worker (max_in_flight 1) is delivering an event
+        self.delivering = 0
 
 
 class Router:
@@ -242,7 +244,9 @@ class Router:
         _, pending = await asyncio.wait(joins, timeout=bound)
         for task in pending:
             task.cancel()
-        left = sum(slot.queue.qsize() + len(slot.in_flight) for slot in self.slots)
+        left = sum(
+            slot.queue.qsize() + len(slot.in_flight) + slot.delivering for slot in self.slots
+        )
         if pending:
             log.warning(
                 "stop: %d event(s) not delivered within %.1fs; they stay unacknowledged",
@@ -333,9 +337,11 @@ class Router:
         if limit == 1:
             while True:
                 entry = await queue.get()
+                slot.delivering = 1
                 try:
                     await self._deliver(slot, entry)
                 finally:
+                    slot.delivering = 0
                     queue.task_done()
         sem = asyncio.Semaphore(limit)
         while True:
