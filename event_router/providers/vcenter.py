@@ -426,9 +426,22 @@ class VCenterProvider(Provider):
             )
             return oldest
         pos = Position(saved.last_event_key, saved.last_event_time, saved.last_event_type)
-        self._checkpointed = pos
         if saved.last_event_type:
             self._resume = ResumeFilter(saved.last_event_key, saved.last_event_time)
+        if saved.last_event_time > now:
+            # vCenter's clock was stepped back since the checkpoint: from the checkpoint's
+            # time on, every event until the clock catches up would be skipped. Begin at
+            # vCenter's now instead (events between now and the checkpoint come again:
+            # at least once, with their ids)
+            log.warning(
+                "vcenter %s: checkpoint at %s is ahead of vCenter's clock (%s); resuming "
+                "from vCenter's current time",
+                self.address(),
+                rfc3339(saved.last_event_time),
+                rfc3339(now),
+            )
+            return now
+        self._checkpointed = pos
         return saved.last_event_time
 
     def _resume_point(self) -> dt.datetime:

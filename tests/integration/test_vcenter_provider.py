@@ -442,6 +442,30 @@ async def test_original_router_checkpoint_file_is_honoured(
     assert r.pub.messages("old") == [f"old-{i}" for i in range(5, 10)]
 
 
+async def test_checkpoint_ahead_of_vcenter_clock_does_not_skip_new_events(
+    si: Any, sim: VCSim, tmp_path: Path, run_provider: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """vCenter's clock was stepped back an hour after the checkpoint was written: events
+    created now are older than the checkpoint, and must still be delivered."""
+    now = (await asyncio.to_thread(lambda: si.CurrentTime())).astimezone(dt.UTC)
+    ahead = now + dt.timedelta(hours=1)
+    cp_path(tmp_path).write_text(
+        json.dumps(
+            {
+                "vCenter": sim.url,
+                "lastEventKey": 123456,
+                "lastEventType": "GeneralUserEvent",
+                "lastEventKeyTimestamp": ahead.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "createdTimestamp": ahead.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            }
+        )
+    )
+    r = await run_provider(config(sim, tmp_path))
+    await asyncio.to_thread(post_general_events, si, 3, "after-step")
+    await r.pub.wait(lambda: len(r.pub.messages("after-step")) == 3)
+    assert "is ahead of vCenter's clock" in caplog.text
+
+
 async def test_max_age_zero_means_no_replay(
     si: Any, sim: VCSim, tmp_path: Path, run_provider: Any
 ) -> None:
