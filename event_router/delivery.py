@@ -128,6 +128,7 @@ async def send_with_retry(
     policy: RetryPolicy,
     *,
     retry_status: Callable[[int], bool] = default_retry_status,
+    retry_transport: Callable[[BaseException], bool] | None = None,
     on_retry: RetryHook | None = None,
     what: str = "delivery",
 ) -> R:
@@ -152,6 +153,10 @@ async def send_with_retry(
                     retryable=False,
                 ) from err
             reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+            if retry_transport is not None and not retry_transport(err):
+                raise DeliveryError(
+                    f"{what} failed: {reason} (not retried)", retryable=False
+                ) from err
             if attempt >= policy.attempts:
                 raise DeliveryError(
                     f"{what} failed after {attempt} attempt(s): {reason}", retryable=True

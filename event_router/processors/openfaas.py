@@ -66,10 +66,16 @@ def parse_topics(functions: Any) -> dict[str, tuple[str, ...]]:
     return {topic: tuple(sorted(names)) for topic, names in table.items()}
 
 
+def _not_a_read_timeout(err: BaseException) -> bool:
+    return not isinstance(err, httpx.ReadTimeout)
+
+
 class OpenFaaSProcessor(Processor):
     type = "openfaas"
     #: events in flight; order per function is kept (see module docstring)
     max_in_flight = 16
+    #: seconds a sync invocation may take (the gateway's own timeouts usually end it first)
+    invoke_timeout: float = 60.0
 
     def __init__(self, context: RouterContext, *, retry: RetryPolicy | None = None) -> None:
         super().__init__(context)
@@ -112,7 +118,7 @@ class OpenFaaSProcessor(Processor):
         self._client = httpx.AsyncClient(
             base_url=self.base,
             auth=self.auth,
-            timeout=httpx.Timeout(60.0, connect=5.0),
+            timeout=httpx.Timeout(self.invoke_timeout, connect=5.0),
             limits=httpx.Limits(max_connections=self.max_in_flight * 4),
             headers={"X-Connector": "event-router"},
         )
@@ -263,6 +269,9 @@ class OpenFaaSProcessor(Processor):
                 send,
                 self.retry,
                 retry_status=retry_status,
+                # sync: a read timeout means the function got the event and is still running;
+                # sending it again would run it twice (connection errors are retried)
+                retry_transport=None if self.cfg.async_ else _not_a_read_timeout,
                 on_retry=self.on_retry(event_type),
                 what=f"{self.mode} invocation of {name}",
             )

@@ -155,6 +155,23 @@ async def test_retries_then_delivers_and_reports_retries() -> None:
     assert retries == [(1, "HTTP 503"), (2, "HTTP 429")]
 
 
+async def test_a_sync_function_slower_than_the_timeout_is_not_invoked_again() -> None:
+    """The request reached the function, which is still running when the read times out:
+    sending it again would run the function twice. Reported as a failure, sent once."""
+    async with OpenFaaSGateway() as gw:
+        gw.deploy("slow", "VmPoweredOnEvent", delay=1.0)
+        proc = OpenFaaSProcessor(context(gw.url), retry=FAST)
+        proc.invoke_timeout = 0.3
+        await proc.start()
+        try:
+            with pytest.raises(DeliveryError, match=r"ReadTimeout.*not retried"):
+                await proc.process(event("VmPoweredOnEvent", 1))
+            await asyncio.sleep(1.3)  # every request sent has finished on the gateway now
+        finally:
+            await proc.close()
+    assert len(gw.calls("slow")) == 1
+
+
 async def test_failure_after_the_last_retry_is_reported_not_swallowed() -> None:
     async with OpenFaaSGateway() as gw:
         gw.deploy("flaky", "VmPoweredOnEvent")
