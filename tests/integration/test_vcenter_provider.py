@@ -526,6 +526,39 @@ async def test_vcsim_restart_relogin_and_continue(sim: VCSim, run_provider: Any)
     assert not r.task.done()
 
 
+async def test_password_changed_while_running_is_retried_slowly_not_locking_the_account(
+    sim: VCSim,
+    run_provider: Any,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """vCenter comes back with another password for the service account: the provider says
+    the login was rejected and waits before it tries again (SSO locks an account after 5
+    failures in 180 s), instead of its 0.5 s reconnect backoff; once the password is right
+    again it logs in and goes on."""
+    import event_router.providers.vcenter as vcenter_module
+
+    monkeypatch.setattr(vcenter_module, "LOGIN_REJECTED_RETRY_SECONDS", 3.0)  # 300 s really
+    password = sim.password
+    r = await run_provider(config(sim))
+    await asyncio.to_thread(sim.stop)
+    sim.password = "rotated-password"
+    await asyncio.to_thread(sim.start)
+    await wait_until(lambda: "rejected" in caplog.text, 20, "the rejected login logged")
+    await asyncio.sleep(1.5)
+    rejected = [m for m in caplog.messages if "rejected" in m]
+    assert len(rejected) == 1, rejected  # no fast retry loop
+    assert "not sooner, so the account is not locked" in rejected[0]
+    assert password not in caplog.text and "rotated-password" not in caplog.text
+    await asyncio.to_thread(sim.stop)
+    sim.password = password
+    await asyncio.to_thread(sim.start)
+    await r.ready(timeout=20)
+    si = await asyncio.to_thread(sim.connect)
+    await asyncio.to_thread(post_general_events, si, 2, "after")
+    await r.pub.wait(lambda: len(r.pub.messages("after")) == 2)
+
+
 async def test_session_terminated_relogin(si: Any, sim: VCSim, run_provider: Any) -> None:
     """An administrator terminates the router's session: NotAuthenticated -> log in again,
     resume after the last event, nothing lost or repeated."""
