@@ -91,16 +91,20 @@ def test_missing_secret_and_missing_key_name_secret_field_and_keys_never_values(
     assert "t0ps3cret" not in e2.value.message and "admin" not in e2.value.message
 
 
+#: a Horizon provider whose credentials are in the Secret "ad"
+HORIZON_PROVIDER: dict[str, Any] = {
+    "type": "horizon",
+    "name": "h",
+    "horizon": {
+        "address": "https://h.example.com",
+        "auth": {"type": "active_directory", "secretRef": {"name": "ad"}},
+    },
+}
+
+
 def test_active_directory_and_aws_credentials() -> None:
     data = base_spec()
-    data["eventProvider"] = {
-        "type": "horizon",
-        "name": "h",
-        "horizon": {
-            "address": "https://h.example.com",
-            "auth": {"type": "active_directory", "secretRef": {"name": "ad"}},
-        },
-    }
+    data["eventProvider"] = HORIZON_PROVIDER
     data["eventProcessor"] = {
         "type": "aws_event_bridge",
         "name": "eb",
@@ -453,14 +457,7 @@ def test_horizon_secret_with_a_domain_user_name_fails_the_routers_validation() -
     """The operator renders the Secret's username inline; the router's model refuses a
     DOMAIN\\user or UPN name there (the reconciler reports InvalidConfig)."""
     data = base_spec()
-    data["eventProvider"] = {
-        "type": "horizon",
-        "name": "h",
-        "horizon": {
-            "address": "https://h.example.com",
-            "auth": {"type": "active_directory", "secretRef": {"name": "ad"}},
-        },
-    }
+    data["eventProvider"] = HORIZON_PROVIDER
     s = RouterConfigSpec.model_validate(data)
     for username in ("CORP\\admin", "admin@corp.local"):
         secrets = {"ad": {"domain": "corp", "username": username, "password": "p"}}
