@@ -250,7 +250,7 @@ class MetricsServer:
     """The ``default`` metrics provider: /stats, /metrics, /healthz, /readyz over aiohttp.
 
     Also the operator's ``--metrics-bind-address`` server (``metrics`` is then the operator's
-    collector of every in-process router, ``field`` names the flag in errors)."""
+    collector of every in-process router, ``bind_field`` names the flag in errors)."""
 
     def __init__(
         self,
@@ -261,11 +261,10 @@ class MetricsServer:
         ready: Callable[[], bool],
         auth: Auth | None = None,
         field: str = "metricsProvider.default",
+        bind_field: str | None = None,
     ) -> None:
-        self.field = field
-        bind_field = field if field.startswith("--") else f"{field}.bindAddress"
-        self.bind_field = bind_field
-        self.host, self.port = split_host_port(bind_address, field=bind_field)
+        self.bind_field = bind_field or f"{field}.bindAddress"
+        self.host, self.port = split_host_port(bind_address, field=self.bind_field)
         self.metrics = metrics
         self._stats = stats
         self._ready = ready

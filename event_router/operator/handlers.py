@@ -89,7 +89,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
             metrics,
             stats=metrics.stats,
             ready=lambda: _reconciler(memo) is not None,
-            field="--metrics-bind-address",
+            bind_field="--metrics-bind-address",
         )
         await server.start()
         memo.metrics_server = server

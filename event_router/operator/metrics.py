@@ -26,6 +26,13 @@ from prometheus_client.registry import Collector
 READY_STATES = ("True", "False", "Unknown")
 
 
+def running_routers(rec: Any) -> dict[tuple[str, str], Any]:
+    """(namespace, name) -> Router of the in-process runtime's live routers (none for the
+    deployment runtime, or before the reconciler exists)."""
+    tasks = getattr(getattr(rec, "runtime", None), "tasks", None) or {}
+    return {key: rt.router for key, rt in list(tasks.items()) if rt.router is not None}
+
+
 class OperatorCollector(Collector):
     """Yields the operator's series and, merged by name, those of the live routers."""
 
@@ -34,9 +41,7 @@ class OperatorCollector(Collector):
         self._active = active
 
     def _routers(self) -> list[Any]:
-        rec = self._reconciler()
-        tasks = getattr(getattr(rec, "runtime", None), "tasks", None) or {}
-        return [rt.router for rt in list(tasks.values()) if rt.router is not None]
+        return list(running_routers(self._reconciler()).values())
 
     def collect(self) -> Iterator[Metric]:
         rec = self._reconciler()
@@ -93,10 +98,5 @@ class OperatorMetrics:
         return generate_latest(self.registry)
 
     def stats(self) -> dict[str, Any]:
-        rec = self._reconciler()
-        tasks = getattr(getattr(rec, "runtime", None), "tasks", None) or {}
-        out: dict[str, Any] = {}
-        for (namespace, name), rt in sorted(list(tasks.items())):
-            if rt.router is not None:
-                out[f"{namespace}/{name}"] = rt.router.stats()
-        return out
+        routers = running_routers(self._reconciler())
+        return {f"{ns}/{name}": routers[ns, name].stats() for ns, name in sorted(routers)}

@@ -159,11 +159,7 @@ class PeeringGate:
         ensure: Callable[[], Any] | None = None,
     ) -> None:
         self._get = get
-        self.paths = (
-            [f"/apis/kopf.dev/v1/clusterkopfpeerings/{name}"]
-            if not namespaces
-            else [f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings/{name}" for ns in namespaces]
-        )
+        self.paths = [f"{path}/{name}" for path, _, _ in peering_paths(name, namespaces)]
         self.identity = identity
         self.priority = priority
         self.on_change = on_change

@@ -318,7 +318,7 @@ class VCenterProvider(Provider):
                     delay,
                 )
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, max(BACKOFF_MAX, delay))
+                delay = min(delay * 2, BACKOFF_MAX)
         if raw is None:
             return None
         saved = VCenterCheckpoint.from_json(raw, where=f"checkpoint {self._store.describe()}")
