@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 # Python files outside the package that lint also covers (hack/testenv has no .py suffix).
-LINT_EXTRA := hack/testenv
+LINT_EXTRA := hack/testenv hack/testenvkit
 
 .PHONY: help install tools lint test test-unit testenv-up testenv-down testenv-status demo bench
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the test environment's binaries from Go modules, once, into a cache outside the repo.
-#   etcd, kube-apiserver, kube-controller-manager, vcsim  ->  $ER_TESTENV_CACHE/bin
+#   etcd, kube-apiserver, kube-controller-manager, vcsim  ->  $ER_TESTENV_CACHE/bin  (target: control)
+#   kubelet, kube-scheduler, kube-proxy, coredns, pause    ->  the same           (target: node)
 # Each tool gets its own wrapper module so dependency graphs never fight: hack/tools/<tool>/go.mod
 # and go.sum pin the whole graph (reviewable, reproducible). A version other than the pinned one
 # (ETCD_VERSION=..., K8S_VERSION=...) gets a wrapper generated from that tag; `pin` copies the
@@ -12,6 +13,7 @@ PINS="$HERE/tools"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 GOVMOMI_VERSION="${GOVMOMI_VERSION:-v0.46.3}"
+COREDNS_VERSION="${COREDNS_VERSION:-v1.12.4}"
 
 CACHE="${ER_TESTENV_CACHE:-$HOME/.cache/event-router/testenv}"
 BIN="$CACHE/bin"
@@ -103,16 +105,14 @@ gen_kube_module() { # dir: a wrapper module for K8S_VERSION, the staging list fr
   run_logged kube go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION"
 }
 
-build_kube() {
-  if have kube-apiserver "$K8S_VERSION" && have kube-controller-manager "$K8S_VERSION"; then
-    say "kube-apiserver, kube-controller-manager $K8S_VERSION cached"; return
-  fi
-  wait_legacy
-  if have kube-apiserver "$K8S_VERSION" && have kube-controller-manager "$K8S_VERSION"; then
-    say "kube-apiserver, kube-controller-manager $K8S_VERSION built meanwhile"; return
-  fi
-  say "building kube-apiserver + kube-controller-manager $K8S_VERSION (log: $LOGS/build-kube.log)"
-  local d="$WORK/kube"; rm -rf "$d"; mkdir -p "$d"; cd "$d"
+kube_ldflags() {
+  echo "-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2) -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
+}
+
+kube_module() { # the wrapper module in $WORK/kube, set up once per script run
+  local d="$WORK/kube"
+  [ -n "${KUBE_MODULE_READY:-}" ] && { cd "$d"; return; }
+  rm -rf "$d"; mkdir -p "$d"; cd "$d"
   : >"$LOGS/build-kube.log"
   if pinned kube k8s.io/kubernetes "$K8S_VERSION"; then
     say "  wrapper module: hack/tools/kube (pinned)"
@@ -120,13 +120,56 @@ build_kube() {
     say "  wrapper module: generated for $K8S_VERSION (hack/tools/kube pins another version)"
     gen_kube_module "$d"
   fi
-  local ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2) -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
-  say "compiling kube-apiserver (the longest step)"
-  run_logged kube go build -trimpath -ldflags "$ld" -o "$BIN/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
-  done_ kube-apiserver "$K8S_VERSION"; say "kube-apiserver done"
-  say "compiling kube-controller-manager"
-  run_logged kube go build -trimpath -ldflags "$ld" -o "$BIN/kube-controller-manager" k8s.io/kubernetes/cmd/kube-controller-manager
-  done_ kube-controller-manager "$K8S_VERSION"; say "kube-controller-manager done"
+  KUBE_MODULE_READY=1
+}
+
+build_kube_bins() { # the k8s.io/kubernetes commands named, each unless cached
+  local todo=()
+  for c in "$@"; do have "$c" "$K8S_VERSION" || todo+=("$c"); done
+  [ ${#todo[@]} -eq 0 ] && { say "$* $K8S_VERSION cached"; return; }
+  wait_legacy
+  local left=()
+  for c in "${todo[@]}"; do have "$c" "$K8S_VERSION" || left+=("$c"); done
+  [ ${#left[@]} -eq 0 ] && { say "${todo[*]} $K8S_VERSION built meanwhile"; return; }
+  say "building ${left[*]} $K8S_VERSION (log: $LOGS/build-kube.log)"
+  kube_module
+  local ld; ld=$(kube_ldflags)
+  for c in "${left[@]}"; do
+    say "compiling $c"
+    run_logged kube go build -trimpath -ldflags "$ld" -o "$BIN/$c" "k8s.io/kubernetes/cmd/$c"
+    done_ "$c" "$K8S_VERSION"; say "$c done"
+  done
+}
+
+build_kube() { build_kube_bins kube-apiserver kube-controller-manager; }
+
+build_kube_node() { build_kube_bins kubelet kube-scheduler kube-proxy; }
+
+build_coredns() { # a CoreDNS with the few plugins the node's DNS uses (hack/tools/coredns)
+  local v="$COREDNS_VERSION+$(sha256sum "$PINS/coredns/main.go" | cut -c1-12)"
+  have coredns "$v" && { say "coredns $COREDNS_VERSION cached"; return; }
+  wait_legacy
+  say "building coredns $COREDNS_VERSION (log: $LOGS/build-coredns.log)"
+  local d="$WORK/coredns"; rm -rf "$d"; mkdir -p "$d"; cd "$d"
+  : >"$LOGS/build-coredns.log"
+  cp "$PINS/coredns/go.mod" "$PINS/coredns/go.sum" "$PINS/coredns/main.go" .
+  if ! grep -q "github.com/coredns/coredns $COREDNS_VERSION" go.mod; then
+    run_logged coredns go get "github.com/coredns/coredns@$COREDNS_VERSION"
+    run_logged coredns go mod tidy
+  fi
+  run_logged coredns go build -trimpath -ldflags "-s -w" -o "$BIN/coredns" .
+  done_ coredns "$v"; say "coredns done"
+}
+
+build_pause() { # the pod sandbox's process (hack/tools/pause), static
+  local v; v="$(sha256sum "$PINS/pause/main.go" | cut -c1-12)"
+  have pause "$v" && { say "pause cached"; return; }
+  say "building pause"
+  local d="$WORK/pause"; rm -rf "$d"; mkdir -p "$d"; cd "$d"
+  : >"$LOGS/build-pause.log"
+  cp "$PINS/pause/go.mod" "$PINS/pause/main.go" .
+  run_logged pause go build -trimpath -ldflags "-s -w" -o "$BIN/pause" .
+  done_ pause "$v"; say "pause done"
 }
 
 build_vcsim() {
@@ -154,7 +197,11 @@ case "$what" in
   etcd) build_etcd ;;
   kube) build_kube ;;
   vcsim) build_vcsim ;;
-  all) build_vcsim; build_etcd; build_kube ;;
-  *) echo "usage: $0 [all|etcd|kube|vcsim|pin]" >&2; exit 2 ;;
+  coredns) build_coredns ;;
+  pause) build_pause ;;
+  control) build_vcsim; build_etcd; build_kube ;;
+  node) build_pause; build_coredns; build_kube_node ;;
+  all) build_vcsim; build_etcd; build_kube; build_pause; build_coredns; build_kube_node ;;
+  *) echo "usage: $0 [all|control|node|etcd|kube|vcsim|coredns|pause|pin]" >&2; exit 2 ;;
 esac
 say "all requested binaries in $BIN (total $(( $(date +%s) - start ))s)"

@@ -416,10 +416,13 @@ def deployment(
                     "automountServiceAccountToken": True,
                     "enableServiceLinks": False,
                     "terminationGracePeriodSeconds": 30,
+                    # fsGroup: the kubelet gives the config Secret's files (mode 0440, owned
+                    # by root) the pod's group, so user 65532 can read them and nobody else.
                     "securityContext": {
                         "runAsNonRoot": True,
                         "runAsUser": 65532,
                         "runAsGroup": 65532,
+                        "fsGroup": 65532,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "containers": [container],

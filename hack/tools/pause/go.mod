@@ -1,0 +1,3 @@
+module er-testenv/pause
+
+go 1.26.0
