@@ -9,17 +9,20 @@ STAMP  := $(VENV)/.installed-stamp
 # Python files outside the package that lint also covers (hack/testenv has no .py suffix).
 LINT_EXTRA := hack/testenv hack/testenvkit
 
-.PHONY: help install tools lint test test-unit testenv-up testenv-down testenv-status demo bench
+.PHONY: help install tools image lint test test-unit testenv-up testenv-down testenv-status demo demo-cluster bench
 
 help:
 	@echo "make install         create $(VENV) and pip install -e '.[dev]' (skipped when up to date)"
 	@echo "make test            install + build test tools + lint + the whole pytest suite (unit + integration)"
 	@echo "make test-unit       only the tests not marked integration (no control plane needed)"
 	@echo "make lint            ruff check, ruff format --check, mypy"
-	@echo "make tools           build etcd, kube-apiserver, kube-controller-manager, vcsim (cached)"
-	@echo "make testenv-up      start the real test control plane + vcsim and keep it up (hack/testenv up)"
+	@echo "make tools           build etcd, kube-apiserver, kube-controller-manager, vcsim and the node's"
+	@echo "                     kubelet, kube-scheduler, kube-proxy, coredns, pause (cached)"
+	@echo "make image           build the image on a Debian base made here, load it into a running node"
+	@echo "make testenv-up      start the real test control plane + node + vcsim and keep it up"
 	@echo "make testenv-down    stop it (hack/testenv down)"
-	@echo "make demo            run hack/demo.sh"
+	@echo "make demo            run hack/demo.sh (the operator with in-process routers)"
+	@echo "make demo-cluster    the same story with router pods on the test node (hack/demo-cluster.sh)"
 	@echo "make bench           run every bench/*.py module"
 
 install: $(STAMP)
@@ -33,6 +36,9 @@ $(STAMP): pyproject.toml
 tools:
 	bash hack/build-tools.sh all
 
+image:
+	bash hack/image.sh
+
 lint: install
 	$(VENV)/bin/ruff check . $(LINT_EXTRA)
 	$(VENV)/bin/ruff format --check . $(LINT_EXTRA)
@@ -41,22 +47,27 @@ lint: install
 
 # pytest exit code 5 means "no tests were collected", or (tests/conftest.py) that every
 # collected test was skipped: a failure, never a pass.
-test: install tools lint
-	@$(VENV)/bin/pytest -ra $(PYTEST_ARGS); rc=$$?; \
+# The integration tests run on the test node (ER_TESTENV_NODE=1): real pods of our image.
+test: install tools image lint
+	@ER_TESTENV_NODE=1 $(VENV)/bin/pytest -ra $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no test ran (none collected, or all skipped)" >&2; exit 1; fi; exit $$rc
 
 test-unit: install
 	@$(VENV)/bin/pytest -ra -m "not integration" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test-unit: no test ran (none collected, or all skipped)" >&2; exit 1; fi; exit $$rc
 
+TESTENV_UP_ARGS ?= --node
 testenv-up:
-	$(PYTHON) hack/testenv up
+	$(PYTHON) hack/testenv up $(TESTENV_UP_ARGS)
 
 testenv-down:
 	$(PYTHON) hack/testenv down
 
 testenv-status:
 	$(PYTHON) hack/testenv status
+
+demo-cluster: install tools image
+	bash hack/demo-cluster.sh
 
 demo:
 	@if [ -f hack/demo.sh ]; then bash hack/demo.sh; \

@@ -143,7 +143,7 @@ build_kube_bins() { # the k8s.io/kubernetes commands named, each unless cached
 
 build_kube() { build_kube_bins kube-apiserver kube-controller-manager; }
 
-build_kube_node() { build_kube_bins kubelet kube-scheduler kube-proxy; }
+build_kube_node() { build_kube_bins kubelet kube-scheduler kube-proxy kubectl; }
 
 build_coredns() { # a CoreDNS with the few plugins the node's DNS uses (hack/tools/coredns)
   local v="$COREDNS_VERSION+$(sha256sum "$PINS/coredns/main.go" | cut -c1-12)"

@@ -52,7 +52,8 @@ def say(msg: str) -> None:
 class Display:
     """A tiny CloudEvents display (like Knative's event_display) on 127.0.0.1."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.count = 0
         self.subjects: list[str] = []
         self.powered_on = asyncio.Event()
@@ -82,10 +83,10 @@ class Display:
         app.router.add_post("/", self.handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, self.host, 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/"
+        self.url = f"http://{self.host}:{port}/"
 
     async def stop(self) -> None:
         if self._runner is not None:

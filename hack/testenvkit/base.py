@@ -28,7 +28,7 @@ IMAGE_CACHE = Path(
     os.environ.get("ER_IMAGE_CACHE") or Path.home() / ".cache" / "event-router" / "images"
 )
 TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "vcsim")
-NODE_TOOLS = ("kube-scheduler", "kubelet", "kube-proxy", "coredns", "pause")
+NODE_TOOLS = ("kube-scheduler", "kubelet", "kube-proxy", "kubectl", "coredns", "pause")
 
 VCSIM_USERNAME = os.environ.get("ER_TESTENV_VCSIM_USERNAME", "testenv-user")
 VCSIM_PASSWORD = os.environ.get("ER_TESTENV_VCSIM_PASSWORD", "testenv-password")

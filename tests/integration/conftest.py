@@ -44,6 +44,8 @@ class TestEnv:
     vcsim_username: str
     vcsim_password: str
     bin_dir: Path  # etcd, kube-apiserver, kube-controller-manager, vcsim
+    host_ip: str = "127.0.0.1"  # TESTENV_HOST_IP: where pods reach servers that tests start
+    node: str = ""  # the node's name when the env has one (ER_TESTENV_NODE=1)
 
     @property
     def vcsim_host(self) -> str:
@@ -77,6 +79,8 @@ def testenv() -> Iterator[TestEnv]:
     args = ["up", "--lease", lease]
     if os.environ.get("ER_TESTENV_BUILD") != "1":
         args.append("--no-build")
+    if os.environ.get("ER_TESTENV_NODE") == "1":
+        args.append("--node")
     result = _hack_testenv(*args)
     if result.returncode != 0:
         output = result.stderr[-4000:] + result.stdout[-1000:]
@@ -88,6 +92,8 @@ def testenv() -> Iterator[TestEnv]:
         vcsim_username=values["VCSIM_USERNAME"],
         vcsim_password=values["VCSIM_PASSWORD"],
         bin_dir=Path(values["ER_TESTENV_BIN_DIR"]),
+        host_ip=values.get("TESTENV_HOST_IP", "127.0.0.1"),
+        node=values.get("TESTENV_NODE", ""),
     )
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
@@ -102,6 +108,19 @@ def testenv() -> Iterator[TestEnv]:
         released = _hack_testenv("release", lease, timeout=60)
         if released.returncode != 0:
             sys.stderr.write(f"hack/testenv release {lease} failed:\n{released.stderr}\n")
+
+
+@pytest.fixture(scope="session")
+def node_env(testenv: TestEnv) -> TestEnv:
+    """The test environment with a node that runs real pods (``make test`` sets
+    ER_TESTENV_NODE=1). Without one, the tests that need pods fail, saying how to get it."""
+    if not testenv.node:
+        pytest.fail(
+            "these tests run real pods: they need the test node (ER_TESTENV_NODE=1, as "
+            "`make test` sets; root; `hack/testenv up --node`)",
+            pytrace=False,
+        )
+    return testenv
 
 
 @pytest.fixture(scope="session")

@@ -36,12 +36,15 @@ class CloudEventSink:
         auth: tuple[str, str] | None = None,
         path: str = "/",
         ssl_context: ssl.SSLContext | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
+        self.host = host  # TESTENV_HOST_IP when pods must reach the sink
         self.delay = delay
         self.auth = auth
         self.path = path
         self.ssl_context = ssl_context
         self.url = ""
+        self.port = 0
         self.events: list[CloudEvent] = []
         #: every request that reached the handler (including failed and rejected ones)
         self.requests = 0
@@ -99,13 +102,14 @@ class CloudEventSink:
         # a handler still sleeping (``delay``) at exit is cancelled after 2 s, not aiohttp's 60
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
+        site = web.TCPSite(self._runner, self.host, 0, ssl_context=self.ssl_context)
         await site.start()
         server = site._server
         assert server is not None
         port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         scheme = "https" if self.ssl_context is not None else "http"
-        self.url = f"{scheme}://127.0.0.1:{port}{self.path}"
+        self.url = f"{scheme}://{self.host}:{port}{self.path}"
+        self.port = port
         return self
 
     async def __aexit__(self, *exc: object) -> None:
