@@ -35,7 +35,7 @@ VCSIM_PASSWORD = os.environ.get("ER_TESTENV_VCSIM_PASSWORD", "testenv-password")
 # Test addresses (RFC 2544's 198.18.0.0/15, outside every private range a user may route):
 # the host's own test address on a dummy interface, the pods' range and the Services' range.
 HOST_IP = os.environ.get("ER_TESTENV_HOST_IP", "198.18.0.1")
-HOST_IFACE = "er-testenv0"
+HOST_IFACE = "lo:er-testenv"  # the label of HOST_IP on lo
 POD_CIDR = os.environ.get("ER_TESTENV_POD_CIDR", "198.18.128.0/24")
 SERVICE_CIDR = os.environ.get("ER_TESTENV_SERVICE_CIDR", "198.19.0.0/24")
 SERVICE_IP = SERVICE_CIDR.rsplit(".", 1)[0] + ".1"  # the `kubernetes` Service

@@ -1,7 +1,7 @@
 """The node's network: the host's test address, the pods' CNI network, kube-proxy, and the
 undoing of all of it.
 
-- A dummy interface (``er-testenv0``) carries HOST_IP: the API server and vcsim listen there,
+- The loopback interface carries HOST_IP (label ``lo:er-testenv``): the API server and vcsim listen there,
   so the host and the pods reach them at one address, and tests start servers there.
 - Pods get addresses from POD_CIDR through Debian's CNI plugins: ``ptp`` (one veth per pod,
   routed by the host, so no bridge netfilter is needed), ``portmap`` and ``firewall`` (pod
@@ -89,21 +89,19 @@ def restore_sysctls(state: dict[str, Any]) -> None:
 
 
 def add_host_address(state: dict[str, Any]) -> None:
-    """The dummy interface with HOST_IP/32 (created by us, so removed by us)."""
-    if run("ip", "link", "show", HOST_IFACE, check=False).returncode != 0:
-        run("ip", "link", "add", HOST_IFACE, "type", "dummy")
-    state["host_iface"] = HOST_IFACE
-    existing = run("ip", "-4", "-o", "addr", "show", "dev", HOST_IFACE).stdout
+    """HOST_IP/32 on the loopback interface, labelled ``lo:er-testenv`` (a local address
+    that pods reach through their veth; this kernel has no dummy interfaces)."""
+    existing = run("ip", "-4", "-o", "addr", "show", "dev", "lo").stdout
     if f" {HOST_IP}/" not in existing:
-        run("ip", "addr", "add", f"{HOST_IP}/32", "dev", HOST_IFACE)
-    run("ip", "link", "set", HOST_IFACE, "up")
-    say(f"test address {HOST_IP} on {HOST_IFACE}")
+        run("ip", "addr", "add", f"{HOST_IP}/32", "dev", "lo", "label", HOST_IFACE)
+        state["host_address_added"] = True
+    say(f"test address {HOST_IP} on lo ({HOST_IFACE})")
 
 
 def remove_host_address() -> None:
-    if run("ip", "link", "show", HOST_IFACE, check=False).returncode == 0:
-        run("ip", "link", "del", HOST_IFACE, check=False)
-        say(f"removed {HOST_IFACE}")
+    if f" {HOST_IP}/" in run("ip", "-4", "-o", "addr", "show", "dev", "lo").stdout:
+        run("ip", "addr", "del", f"{HOST_IP}/32", "dev", "lo", check=False)
+        say(f"removed {HOST_IP} from lo")
 
 
 def write_cni_config(tmp: Path) -> Path:
