@@ -33,7 +33,7 @@ NODE_TOOLS = ("kube-scheduler", "kubelet", "kube-proxy", "kubectl", "coredns", "
 VCSIM_USERNAME = os.environ.get("ER_TESTENV_VCSIM_USERNAME", "testenv-user")
 VCSIM_PASSWORD = os.environ.get("ER_TESTENV_VCSIM_PASSWORD", "testenv-password")
 # Test addresses (RFC 2544's 198.18.0.0/15, outside every private range a user may route):
-# the host's own test address on a dummy interface, the pods' range and the Services' range.
+# the host's own test address (on lo), the pods' range and the Services' range.
 HOST_IP = os.environ.get("ER_TESTENV_HOST_IP", "198.18.0.1")
 HOST_IFACE = "lo:er-testenv"  # the label of HOST_IP on lo
 POD_CIDR = os.environ.get("ER_TESTENV_POD_CIDR", "198.18.128.0/24")

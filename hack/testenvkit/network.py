@@ -1,8 +1,9 @@
 """The node's network: the host's test address, the pods' CNI network, kube-proxy, and the
 undoing of all of it.
 
-- The loopback interface carries HOST_IP (label ``lo:er-testenv``): the API server and vcsim listen there,
-  so the host and the pods reach them at one address, and tests start servers there.
+- The loopback interface carries HOST_IP (label ``lo:er-testenv``): the API server and vcsim
+  listen there, so the host and the pods reach them at one address, and tests start servers
+  there.
 - Pods get addresses from POD_CIDR through Debian's CNI plugins: ``ptp`` (one veth per pod,
   routed by the host, so no bridge netfilter is needed), ``portmap`` and ``firewall`` (pod
   traffic is accepted whatever the FORWARD policy is).
@@ -10,7 +11,7 @@ undoing of all of it.
 
 What ``up`` changes, ``down`` undoes: sysctls get their recorded values back, iptables rules
 and chains that kube-proxy, the kubelet and the CNI plugins made are removed (only those), pod
-veths and network namespaces go, and the dummy interface goes.
+veths and network namespaces go, and the address on lo goes.
 """
 
 from __future__ import annotations
