@@ -356,3 +356,97 @@ async def test_webhook_router_pod_behind_its_service(
     assert statuses == [202] * 5
     events = await sink.wait_for(5, timeout=30)
     assert sorted(e["id"] for e in events) == [f"hook-{i}" for i in range(5)]
+
+
+def _operator_pods(app: str) -> list[dict[str, Any]]:
+    return ready_pods(OPERATOR_NS, f"app.kubernetes.io/name={app}")
+
+
+def _set_peering_lifetime(seconds: int | None) -> None:
+    value = f"EVENT_ROUTER_OPERATOR_PEERING_LIFETIME={seconds}" if seconds else (
+        "EVENT_ROUTER_OPERATOR_PEERING_LIFETIME-")  # fmt: skip
+    kubectl("set", "env", "-n", OPERATOR_NS, "deployment/event-router-operator", value)
+    wait_for(
+        lambda: (
+            (d := kubectl_json("get", "deployment", "-n", OPERATOR_NS, "event-router-operator"))
+            and d["status"].get("observedGeneration") == d["metadata"]["generation"]
+            and d["status"].get("updatedReplicas") == 1
+            and d["status"].get("readyReplicas") == 1
+            and len(_operator_pods("event-router-operator")) == 1
+        ),
+        180,
+        "the operator rolled with the new peering lifetime",
+    )
+
+
+async def test_two_operator_replicas_one_acts_and_a_hung_one_hands_over(
+    operator: TestEnv, ns: str, sink: CloudEventSink, vcsim: Vcsim
+) -> None:
+    """A standby Deployment (the shipped one, renamed, ``--priority=-1``) pauses while the
+    shipped replica acts; when the active replica hangs (SIGSTOP: no goodbye, as when its node
+    is lost), the standby takes over once the active entry is older than the peering lifetime
+    (10 s here) and new RouterConfigs get router pods. Runs last: it restarts the operator."""
+    lifetime = 10
+    standby_name = "event-router-operator-standby"
+    await asyncio.to_thread(_set_peering_lifetime, lifetime)
+    primary = _operator_pods("event-router-operator")[0]
+    standby = kubectl_json("get", "deployment", "-n", OPERATOR_NS, "event-router-operator")
+    for key in ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields",
+                "annotations"):  # fmt: skip
+        standby["metadata"].pop(key, None)
+    standby.pop("status", None)
+    standby["metadata"]["name"] = standby_name
+    labels = {"app.kubernetes.io/name": standby_name, "app.kubernetes.io/part-of": "event-router"}
+    standby["metadata"]["labels"] = labels
+    standby["spec"]["selector"] = {"matchLabels": {"app.kubernetes.io/name": standby_name}}
+    standby["spec"]["template"]["metadata"]["labels"] = labels
+    container = standby["spec"]["template"]["spec"]["containers"][0]
+    container["command"] = [*container["command"], "--priority=-1"]
+    kubectl("apply", "-f", "-", input_=json.dumps(standby))
+    stopped_cid = ""
+    try:
+        spod = await asyncio.to_thread(
+            wait_for, lambda: _operator_pods(standby_name), 120, "the standby operator pod Ready"
+        )
+        spod_name = spod[0]["metadata"]["name"]
+        await asyncio.to_thread(
+            wait_for,
+            lambda: (
+                spod_name
+                in (kubectl_json("get", "clusterkopfpeering", "event-router").get("status") or {})
+            ),
+            60,
+            "the standby to register in the ClusterKopfPeering",
+        )
+
+        # the shipped replica acts: a RouterConfig becomes a router pod, events arrive
+        vcsim_secret(ns, operator)
+        apply(ns, vcenter_routerconfig("before", operator, {"uri": sink.url}))
+        await asyncio.to_thread(router_pod, ns, "before")
+        await asyncio.to_thread(routerconfig_ready, ns, "before")
+        await wait_messages(sink, vcsim.post("ha-a", 2), 60)
+        standby_logs = kubectl("logs", "-n", OPERATOR_NS, spod_name)
+        assert "now ACTIVE" not in standby_logs, standby_logs[-2000:]
+
+        # the active replica hangs: no goodbye, its peering entry ages
+        stopped_cid = primary["status"]["containerStatuses"][0]["containerID"]
+        kill_container(STATE_DIR, stopped_cid, signal="SIGSTOP")
+        t0 = asyncio.get_running_loop().time()
+        apply(ns, vcenter_routerconfig("after", operator, {"uri": sink.url}))
+        await asyncio.to_thread(
+            wait_for,
+            lambda: "now ACTIVE" in kubectl("logs", "-n", OPERATOR_NS, spod_name),
+            lifetime * 6,
+            "the standby to take over",
+        )
+        await asyncio.to_thread(router_pod, ns, "after")
+        await asyncio.to_thread(routerconfig_ready, ns, "after")
+        took = asyncio.get_running_loop().time() - t0
+        print(f"standby took over and deployed a new router pod {took:.1f}s after the hang")
+        await wait_messages(sink, vcsim.post("ha-b", 2), 60)
+    finally:
+        if stopped_cid:  # SIGKILL reaches a stopped process; the kubelet restarts it
+            kill_container(STATE_DIR, stopped_cid, check=False)
+        kubectl("delete", "deployment", "-n", OPERATOR_NS, standby_name, "--wait=true",
+                "--timeout=120s", check=False)  # fmt: skip
+        await asyncio.to_thread(_set_peering_lifetime, None)
