@@ -81,6 +81,9 @@ def ns(operator: TestEnv) -> Iterator[str]:
     try:
         yield name
     finally:
+        # RouterConfigs first, while the operator runs (their finalizers need it), then the rest
+        kubectl("delete", "routerconfigs", "--all", "-n", name, "--wait=true", "--timeout=60s",
+                check=False)  # fmt: skip
         kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
@@ -124,6 +127,11 @@ def vcenter_routerconfig(name: str, env: TestEnv, destination: dict[str, Any]) -
             },
         },
     }
+
+
+def uri_of(sink: CloudEventSink) -> dict[str, Any]:
+    """The CRD's object form of a destination URI (the original's)."""
+    return {"scheme": "http", "host": sink.host, "port": sink.port, "path": "/"}
 
 
 def apply(ns: str, obj: dict[str, Any]) -> None:
@@ -207,7 +215,7 @@ async def test_vcenter_to_uri_router_pod_delivers_survives_pod_loss_and_rolls(
 ) -> None:
     vcsim_secret(ns, operator)
     rc = "vc-uri"
-    apply(ns, vcenter_routerconfig(rc, operator, {"uri": sink.url}))
+    apply(ns, vcenter_routerconfig(rc, operator, {"uri": uri_of(sink)}))
     pod = await asyncio.to_thread(router_pod, ns, rc)
     await asyncio.to_thread(routerconfig_ready, ns, rc)
     first = vcsim.post("pod-a", 3)
@@ -256,7 +264,7 @@ async def test_vcenter_to_uri_router_pod_delivers_survives_pod_loss_and_rolls(
     deployment = f"{rc}-router"
     before = kubectl_json("get", "deployment", "-n", ns, deployment)
     old_hash = before["spec"]["template"]["metadata"]["annotations"]
-    changed = vcenter_routerconfig(rc, operator, {"uri": sink.url})
+    changed = vcenter_routerconfig(rc, operator, {"uri": uri_of(sink)})
     changed["spec"]["eventProcessor"]["knative"]["encoding"] = "binary"
     apply(ns, changed)
     await asyncio.to_thread(
@@ -336,7 +344,7 @@ async def test_webhook_router_pod_behind_its_service(
             "eventProvider": {"type": "webhook", "name": "hook",
                               "webhook": {"bindAddress": "0.0.0.0:8080", "path": "/webhook"}},
             "eventProcessor": {"type": "knative", "name": "sink",
-                               "knative": {"destination": {"uri": sink.url}}},
+                               "knative": {"destination": {"uri": uri_of(sink)}}},
         },
     })  # fmt: skip
     await asyncio.to_thread(router_pod, ns, rc)
@@ -421,7 +429,7 @@ async def test_two_operator_replicas_one_acts_and_a_hung_one_hands_over(
 
         # the shipped replica acts: a RouterConfig becomes a router pod, events arrive
         vcsim_secret(ns, operator)
-        apply(ns, vcenter_routerconfig("before", operator, {"uri": sink.url}))
+        apply(ns, vcenter_routerconfig("before", operator, {"uri": uri_of(sink)}))
         await asyncio.to_thread(router_pod, ns, "before")
         await asyncio.to_thread(routerconfig_ready, ns, "before")
         await wait_messages(sink, vcsim.post("ha-a", 2), 60)
@@ -432,7 +440,7 @@ async def test_two_operator_replicas_one_acts_and_a_hung_one_hands_over(
         stopped_cid = primary["status"]["containerStatuses"][0]["containerID"]
         kill_container(STATE_DIR, stopped_cid, signal="SIGSTOP")
         t0 = asyncio.get_running_loop().time()
-        apply(ns, vcenter_routerconfig("after", operator, {"uri": sink.url}))
+        apply(ns, vcenter_routerconfig("after", operator, {"uri": uri_of(sink)}))
         await asyncio.to_thread(
             wait_for,
             lambda: "now ACTIVE" in kubectl("logs", "-n", OPERATOR_NS, spod_name),
