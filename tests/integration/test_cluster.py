@@ -178,12 +178,24 @@ def vcsim(operator: TestEnv) -> Iterator[Vcsim]:
         v.close()
 
 
+def router_logs() -> str:
+    """The last lines of every router pod's log, for a failure's message."""
+    out = []
+    pods = kubectl_json("get", "pods", "-A", "-l", ROUTER_LABEL)["items"]
+    for p in pods:
+        ns, name = p["metadata"]["namespace"], p["metadata"]["name"]
+        log = kubectl("logs", "-n", ns, name, "--tail=30", check=False)
+        out.append(f"\n--- {ns}/{name} ---\n{log}")
+    return "".join(out)
+
+
 def messages(sink: CloudEventSink) -> list[str]:
+    """The ``Message`` of every vCenter event the sink got (GeneralUserEvent's text)."""
     out = []
     for e in sink.events:
         data = e.get_data()
-        if isinstance(data, dict) and isinstance(data.get("FullFormattedMessage"), str):
-            out.append(data["FullFormattedMessage"])
+        if isinstance(data, dict) and isinstance(data.get("Message"), str):
+            out.append(data["Message"])
     return out
 
 
@@ -193,7 +205,10 @@ async def wait_messages(sink: CloudEventSink, wanted: list[str], within: float) 
     while not set(wanted) <= set(messages(sink)):
         if loop.time() > deadline:
             missing = sorted(set(wanted) - set(messages(sink)))
-            raise AssertionError(f"{len(missing)} events never arrived: {missing[:10]}")
+            raise AssertionError(
+                f"{len(missing)} events never arrived: {missing[:10]} (the sink got"
+                f" {len(sink.events)} events){router_logs()}"
+            )
         await asyncio.sleep(0.3)
 
 
