@@ -118,8 +118,15 @@ def is_json_content_type(content_type: str | None) -> bool:
 def encode_binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
     """Binary content mode by the HTTP binding's rules (:func:`event_router.cebinding.to_binary`):
     attributes as percent-encoded ``ce-`` headers, ``datacontenttype`` as Content-Type (none
-    when the event has none), the data as the body."""
-    return cebinding.to_binary(event.get_attributes(), event.get_data())
+    when the event has none), the data as the body.
+
+    An event whose ``datacontenttype`` is a CloudEvents format (``application/cloudevents...``)
+    goes in structured mode instead: in binary mode its Content-Type would tell the receiver
+    "structured" (HTTP binding 3), and the receiver would read the data as the event."""
+    attrs = event.get_attributes()
+    if cebinding.media_type(attrs.get("datacontenttype")).startswith("application/cloudevents"):
+        return cebinding.to_structured(attrs, event.get_data())
+    return cebinding.to_binary(attrs, event.get_data())
 
 
 def encode_structured(event: CloudEvent) -> tuple[dict[str, str], bytes]:

@@ -115,12 +115,8 @@ def parse_request(headers: dict[str, str], body: bytes) -> list[CloudEvent]:
     """
     content_type = headers.get("content-type")
     media = (content_type or "").split(";", 1)[0].strip().lower()
-    if "ce-specversion" in headers:  # binary content mode
-        try:
-            attrs: dict[str, Any] = dict(cebinding.binary_attributes(headers))
-        except cebinding.BindingError as err:
-            raise InvalidEvent(str(err)) from None
-        return [make_event(attrs, cebinding.binary_data(content_type, body))]
+    # the media type decides first (HTTP binding 3): a structured or batch request may carry
+    # ce- headers too (3.2.3), and they do not make it binary
     if media == STRUCTURED:
         return [_structured_event(_json(body, "the structured event"))]
     if media == BATCH:
@@ -134,6 +130,17 @@ def parse_request(headers: dict[str, str], body: bytes) -> list[CloudEvent]:
             except InvalidEvent as err:
                 raise InvalidEvent(f"batch item {i}: {err}") from None
         return events
+    if media.startswith("application/cloudevents"):
+        raise UnsupportedMediaType(
+            f"unsupported event format {media!r}: send Content-Type {STRUCTURED} or {BATCH}, "
+            "or a binary-mode CloudEvent"
+        )
+    if "ce-specversion" in headers:  # binary content mode
+        try:
+            attrs: dict[str, Any] = dict(cebinding.binary_attributes(headers))
+        except cebinding.BindingError as err:
+            raise InvalidEvent(str(err)) from None
+        return [make_event(attrs, cebinding.binary_data(content_type, body))]
     raise UnsupportedMediaType(
         f"unsupported media type {media or '(none)'!r}: send a binary-mode CloudEvent "
         f"(ce-specversion and other ce- headers) or Content-Type {STRUCTURED} or {BATCH}"
