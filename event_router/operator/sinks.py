@@ -14,6 +14,7 @@ from typing import Any
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
+from event_router.config.models import URIObject
 from event_router.operator.kube import request
 
 
@@ -40,15 +41,9 @@ class Target:
 
 
 def uri_string(uri: dict[str, Any]) -> str:
-    """The original's object form ``{scheme, host, port?, path?}`` as a URL."""
-    host = str(uri["host"])
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    port = f":{uri['port']}" if uri.get("port") else ""
-    path = uri.get("path") or ""
-    if path and not path.startswith("/"):
-        path = "/" + path
-    return f"{uri['scheme']}://{host}{port}{path}"
+    """The original's object form ``{scheme, host, path?}`` (plus our ``port?``) as a URL,
+    by the router's own rule (:meth:`event_router.config.models.URIObject.url`)."""
+    return URIObject.model_validate(uri).url()
 
 
 def addressable_url(obj: dict[str, Any], target: Target) -> str:

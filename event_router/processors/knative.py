@@ -95,12 +95,8 @@ def destination_url(cfg: KnativeConfig) -> str:
             )
         raise ValueError(f"{FIELD}.destination: one of uri or ref is required (got neither)")
     if isinstance(uri, URIObject):
-        host = f"[{uri.host}]" if ":" in uri.host and not uri.host.startswith("[") else uri.host
-        netloc = f"{host}:{uri.port}" if uri.port else host
-        path = uri.path or "/"
-        if not path.startswith("/"):
-            path = "/" + path
-        return urlunsplit((uri.scheme, netloc, path, "", ""))
+        url = uri.url()
+        return url if urlsplit(url).path else url + "/"
     parts = urlsplit(uri)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(

@@ -96,7 +96,12 @@ def _knative(dest: dict[str, Any]) -> Any:
             {"uri": {"scheme": "https", "host": "sink.example.com", "path": "events"}},
             "https://sink.example.com/events",
         ),
-        ({"uri": {"scheme": "http", "host": "::1", "port": 80, "path": "/x"}}, "http://[::1]:80/x"),
+        (
+            {"uri": {"scheme": "http", "host": "[::1]", "port": 80, "path": "/x"}},
+            "http://[::1]:80/x",
+        ),
+        ({"uri": {"scheme": "http", "host": "[::1]:8080"}}, "http://[::1]:8080/"),
+        ({"uri": {"scheme": "http", "host": "127.0.0.1:18082"}}, "http://127.0.0.1:18082/"),
     ],
 )
 def test_destination_url(dest: dict[str, Any], url: str) -> None:
