@@ -41,15 +41,14 @@ from event_router.config.models import (
     REGION_PATTERN,
     RULE_ARN_MAX_LENGTH,
     RULE_ARN_PATTERN,
+    URI_HOST_PATTERN,
     WEBHOOK_PATH_MAX_LENGTH,
     WEBHOOK_PATH_PATTERN,
     CheckpointTuning,
     KReference,
     ProcessorType,
     ProviderType,
-    URI_HOST_PATTERN,
     TypeStyle,
-    URIObject,
 )
 
 GROUP = "event-router.vmware.com"
