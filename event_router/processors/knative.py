@@ -163,6 +163,10 @@ class KnativeProcessor(Processor):
             netloc = f"{netloc}:{parts.port}"
         return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
+    def preflight(self) -> None:
+        if self.cfg.destination.uri is not None:
+            destination_url(self.cfg)
+
     async def start(self) -> None:
         ref = self.cfg.destination.ref
         if self.cfg.destination.uri is None and ref is not None:
