@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from event_router.config.models import Auth
+from event_router.timefmt import rfc3339_epoch
 
 log = logging.getLogger(__name__)
 
@@ -139,13 +140,8 @@ class InvocationStats:
 
 
 def rfc3339(ts: float) -> str:
-    import datetime
-
-    return (
-        datetime.datetime.fromtimestamp(ts, tz=datetime.UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+    """A POSIX timestamp in RFC 3339 with milliseconds (``2024-05-01T10:00:00.000Z``)."""
+    return rfc3339_epoch(ts, 3)
 
 
 class RouterMetrics:
