@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -522,6 +523,9 @@ def test_vector_through_the_router(routers: dict[str, Running], send: Send, enco
 def test_vector_counts() -> None:
     """The figures of the closing note: every send goes through both encodings."""
     sources = {s.source.split("@")[0] for s in SENDS}
+    # one vector, several forms (as the tool sends it, binary, structured): one vector
+    vectors = {re.sub(r":(tool|binary|structured)$", "", s.id) for s in SENDS}
+    assert len(vectors) == 72, len(vectors)
     assert len(SENDS) == 116, len(SENDS)
     assert len(EXCEPTIONS) == 4
     assert len(sources) == 10, sources
