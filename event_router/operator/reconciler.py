@@ -324,7 +324,10 @@ class Reconciler:
                 sink_uri = None
                 sink_ok, sink_reason, sink_msg = False, e.reason, e.message
             if not sink_ok and dest.get("uri"):
-                sink_uri = uri_string(dest["uri"])
+                try:
+                    sink_uri = uri_string(dest["uri"])
+                except SinkError:
+                    sink_uri = None
         self._index(
             key,
             {(namespace, s) for s in secret_names},

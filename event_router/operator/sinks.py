@@ -13,6 +13,7 @@ from typing import Any
 
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
 
 from event_router.config.models import URIObject
 from event_router.operator.kube import request
@@ -42,8 +43,15 @@ class Target:
 
 def uri_string(uri: dict[str, Any]) -> str:
     """The original's object form ``{scheme, host, path?}`` (plus our ``port?``) as a URL,
-    by the router's own rule (:meth:`event_router.config.models.URIObject.url`)."""
-    return URIObject.model_validate(uri).url()
+    by the router's own rule (:meth:`event_router.config.models.URIObject.url`); a
+    :class:`SinkError` when the router would not accept it."""
+    try:
+        return URIObject.model_validate(uri).url()
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'uri'}: {err['msg']}" for err in e.errors()
+        )
+        raise SinkError("InvalidURI", f"destination.uri: {problems}") from None
 
 
 def addressable_url(obj: dict[str, Any], target: Target) -> str:
