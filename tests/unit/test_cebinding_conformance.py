@@ -347,7 +347,28 @@ def _sdk_python() -> Iterator[Send]:
             )
 
 
-SENDS = [*_conformance_yaml(), *_feature(), *_json_format(), *_header_values(), *_sdk_python()]
+def _sdk_go() -> Iterator[Send]:
+    go = VECTORS["sdk_go"]
+    src = _source(go)
+    for case in go["requests"]:
+        data: tuple[str, Any] | None = None
+        if "data_json" in case:
+            data = ("json", case["data_json"])
+        elif "data_bytes" in case:
+            data = ("bytes", case["data_bytes"].encode())
+        structured = case["headers"].get("content-type") == STRUCTURED
+        yield Send(f"sdk-go:{case['test']}", src, dict(case["headers"]), case["body"].encode(),
+                   structured, events=[Expected(dict(case["attributes"]), data)])  # fmt: skip
+
+
+SENDS = [
+    *_conformance_yaml(),
+    *_feature(),
+    *_json_format(),
+    *_header_values(),
+    *_sdk_python(),
+    *_sdk_go(),
+]
 
 
 # --- exceptions: where the 1.0.2 binding overrides a vector's expectation -----------------------
@@ -525,7 +546,7 @@ def test_vector_counts() -> None:
     sources = {s.source.split("@")[0] for s in SENDS}
     # one vector, several forms (as the tool sends it, binary, structured): one vector
     vectors = {re.sub(r":(tool|binary|structured)$", "", s.id) for s in SENDS}
-    assert len(vectors) == 72, len(vectors)
-    assert len(SENDS) == 116, len(SENDS)
+    assert len(vectors) == 75, len(vectors)
+    assert len(SENDS) == 119, len(SENDS)
     assert len(EXCEPTIONS) == 4
-    assert len(sources) == 10, sources
+    assert len(sources) == 11, sources
