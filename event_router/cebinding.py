@@ -18,8 +18,9 @@ Used by the webhook provider (HTTP request -> attributes and data) and the Knati
   boolean, a ``time`` keeps its exact text). An attribute whose value is ``null`` is absent.
   Data: JSON media types (``application/json``, ``*/json``, ``*+json``, or no
   ``datacontenttype``, JSON's default) as the JSON value in ``data``; text (``text/*``,
-  ``*/xml``, ``*+xml``, or any type with a ``charset`` parameter) that is valid UTF-8 as a
-  JSON string in ``data``; anything else as ``data_base64``.
+  ``*/xml``, ``*+xml``, or any other type with a ``charset`` parameter) that is valid UTF-8
+  as a JSON string in ``data``; anything else (a body of a JSON type that does not parse
+  included) as ``data_base64``.
 * **Data of binary mode**: the body is the data. A JSON media type whose body parses is kept
   as its JSON value (so a structured sender downstream can embed it); any other body stays
   the same bytes.
@@ -294,7 +295,10 @@ def structured_document(attrs: Mapping[str, Any], data: Any) -> dict[str, Any]:
         return doc
     if isinstance(data, bytes | bytearray | memoryview):
         raw = bytes(data)
-        if is_text(attrs.get("datacontenttype")):
+        content_type = attrs.get("datacontenttype")
+        # bytes of a JSON type are a body that did not parse: a string in "data" would read
+        # as a JSON string value, so they go as they are, in data_base64
+        if is_text(content_type) and not is_json(content_type):
             try:
                 doc["data"] = raw.decode("utf-8")
                 return doc

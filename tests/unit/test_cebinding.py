@@ -126,6 +126,10 @@ def test_structured_keeps_types_and_chooses_data_or_data_base64() -> None:
     assert json.loads(body)["data_base64"] == base64.b64encode(b"\xff").decode()
     _, body = cebinding.to_structured(attrs, b"{}")  # bytes without a type: binary
     assert "data_base64" in json.loads(body)
+    # a JSON type whose body did not parse: as it is, not as a JSON string value
+    bad = {**attrs, "datacontenttype": "application/json; charset=utf-8"}
+    _, body = cebinding.to_structured(bad, b"{not json")
+    assert base64.b64decode(json.loads(body)["data_base64"]) == b"{not json"
     _, body = cebinding.to_structured(attrs, {"k": [1]})
     assert json.loads(body)["data"] == {"k": [1]}
 
