@@ -137,6 +137,10 @@ class Processor(abc.ABC):
     def address(self) -> str:
         """Where events go, without credentials (for /stats and logs)."""
 
+    def preflight(self) -> None:  # noqa: B027 - optional hook
+        """The checks of :meth:`start` that need no network (``-validate`` runs them, so
+        what it accepts, the router starts with). Raise ValueError naming the field."""
+
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Connect, discover (functions, rules). Raise for a clear startup error."""
 

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from event_router.config.models import Auth
+from event_router.timefmt import rfc3339_epoch
 
 log = logging.getLogger(__name__)
 
@@ -139,13 +140,8 @@ class InvocationStats:
 
 
 def rfc3339(ts: float) -> str:
-    import datetime
-
-    return (
-        datetime.datetime.fromtimestamp(ts, tz=datetime.UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+    """A POSIX timestamp in RFC 3339 with milliseconds (``2024-05-01T10:00:00.000Z``)."""
+    return rfc3339_epoch(ts, 3)
 
 
 class RouterMetrics:
@@ -262,12 +258,15 @@ class MetricsServer:
         auth: Auth | None = None,
         field: str = "metricsProvider.default",
         bind_field: str | None = None,
+        not_ready_reason: Callable[[], str | None] | None = None,
     ) -> None:
         self.bind_field = bind_field or f"{field}.bindAddress"
         self.host, self.port = split_host_port(bind_address, field=self.bind_field)
         self.metrics = metrics
         self._stats = stats
         self._ready = ready
+        #: why /readyz answers 503 (its body says it), when the owner knows
+        self._not_ready_reason = not_ready_reason
         self._check = basic_auth_checker(auth, field=f"{field}.auth")
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -333,7 +332,8 @@ class MetricsServer:
     async def _handle_readyz(self, request: web.Request) -> web.Response:
         if self._ready():
             return web.Response(text="ready\n")
-        return web.Response(status=503, text="not ready\n")
+        why = self._not_ready_reason() if self._not_ready_reason is not None else None
+        return web.Response(status=503, text=f"not ready: {why}\n" if why else "not ready\n")
 
 
 def _dumps(obj: Any) -> str:

@@ -40,6 +40,7 @@ from event_router.checkpoints import Checkpoint, CheckpointStore, CheckpointTrac
 from event_router.config.models import HorizonConfig
 from event_router.core import Provider, Publisher, RouterContext
 from event_router.events.horizon import rfc3339_millis, to_cloudevent
+from event_router.timefmt import rfc3339
 
 __all__ = [
     "AUDIT_EVENTS_PATH",
@@ -627,7 +628,7 @@ class HorizonProvider(Provider):
             "lastEventTime": t,
             "lastEventTimeRFC3339": rfc3339_millis(t),
             "idsAtLastTime": list(ids),
-            "savedAt": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+            "savedAt": rfc3339(dt.datetime.now(dt.UTC), 3),
         }
 
     def _advance(self) -> None:
