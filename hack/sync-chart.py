@@ -3,11 +3,13 @@
 
 The chart's CRDs, the RBAC rules it renders, its alert rules and its dashboard are copies:
 
-    manifests/crd.yaml         -> charts/event-router/crds/routerconfigs.event-router.vmware.com.yaml
-    manifests/peering.yaml     -> charts/event-router/crds/kopf-peering.yaml
-    manifests/rbac.yaml        -> charts/event-router/files/rbac.yaml   (templates/rbac.yaml reads it)
-    monitoring/alerts.yaml     -> charts/event-router/files/alerts.yaml (the PrometheusRule)
-    monitoring/dashboard.json  -> charts/event-router/files/dashboard.json
+    manifests/crd.yaml         -> crds/routerconfigs.event-router.vmware.com.yaml
+    manifests/peering.yaml     -> crds/kopf-peering.yaml
+    manifests/rbac.yaml        -> files/rbac.yaml   (templates/rbac.yaml reads it)
+    monitoring/alerts.yaml     -> files/alerts.yaml (the PrometheusRule)
+    monitoring/dashboard.json  -> files/dashboard.json
+
+(paths under charts/event-router/)
 
 ``hack/sync-chart.py`` writes them; ``hack/sync-chart.py --check`` exits 1 naming each copy
 that differs from its source (tests/unit/test_chart_sync.py runs it). Edit the sources, never

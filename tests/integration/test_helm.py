@@ -118,8 +118,14 @@ def template(env: TestEnv, *args: str, release: str = "event-router") -> list[di
 def test_helm_lint_with_defaults_and_every_option(testenv: TestEnv) -> None:
     helm(testenv, "lint", "--strict", str(CHART))
     helm(testenv, "lint", "--strict", str(CHART), "--set", ",".join(ALL_ON))
-    helm(testenv, "lint", "--strict", str(CHART),
-         "--set", "watchNamespaces={a,b},runtime=inprocess,peering.priority=10,logLevel=debug")  # fmt: skip
+    helm(
+        testenv,
+        "lint",
+        "--strict",
+        str(CHART),
+        "--set",
+        "watchNamespaces={a,b},runtime=inprocess,peering.priority=10,logLevel=debug",
+    )
 
 
 @pytest.mark.parametrize(
@@ -132,17 +138,16 @@ def test_helm_lint_with_defaults_and_every_option(testenv: TestEnv) -> None:
         ("metrics.port=70000", "port"),
     ],
 )
-def test_the_values_schema_rejects_bad_values(
-    testenv: TestEnv, setting: str, message: str
-) -> None:
+def test_the_values_schema_rejects_bad_values(testenv: TestEnv, setting: str, message: str) -> None:
     out = helm(testenv, "template", "x", str(CHART), "--set", setting, check=False)
     assert "values don't meet the specifications of the schema" in out, out
     assert message in out
 
 
 def test_template_refuses_a_service_monitor_without_metrics(testenv: TestEnv) -> None:
-    out = helm(testenv, "template", "x", str(CHART), "--set", "serviceMonitor.enabled=true",
-               check=False)  # fmt: skip
+    out = helm(
+        testenv, "template", "x", str(CHART), "--set", "serviceMonitor.enabled=true", check=False
+    )
     assert "serviceMonitor.enabled needs metrics.enabled" in out, out
 
 
@@ -235,13 +240,23 @@ def release(testenv: TestEnv) -> Iterator[tuple[str, str]]:
 def release_objects(name: str, ns: str) -> list[str]:
     """Every object of the release still in the API server (by its names and labels)."""
     out = kubectl(
-        "get", "deployments,serviceaccounts,services,configmaps", "-n", ns,
-        "-l", f"app.kubernetes.io/instance={name}", "-o", "name",
-    ).split()  # fmt: skip
+        "get",
+        "deployments,serviceaccounts,services,configmaps",
+        "-n",
+        ns,
+        "-l",
+        f"app.kubernetes.io/instance={name}",
+        "-o",
+        "name",
+    ).split()
     out += kubectl(
-        "get", "clusterroles,clusterrolebindings,clusterkopfpeerings",
-        "-l", f"app.kubernetes.io/instance={name}", "-o", "name",
-    ).split()  # fmt: skip
+        "get",
+        "clusterroles,clusterrolebindings,clusterkopfpeerings",
+        "-l",
+        f"app.kubernetes.io/instance={name}",
+        "-o",
+        "name",
+    ).split()
     return sorted(out)
 
 
@@ -291,8 +306,9 @@ def test_install_upgrade_uninstall_on_the_control_plane(
     assert "--log-level=debug" not in before["spec"]["template"]["spec"]["containers"][0]["command"]
     old_hashes = {rs["metadata"]["labels"]["pod-template-hash"] for rs in first}
     wait_for(
-        lambda: {rs["metadata"]["labels"]["pod-template-hash"] for rs in replicasets()}
-        - old_hashes,
+        lambda: (
+            {rs["metadata"]["labels"]["pod-template-hash"] for rs in replicasets()} - old_hashes
+        ),
         60,
         "a new ReplicaSet for the upgraded pod template",
     )

@@ -101,9 +101,11 @@ async def test_alert_rules_and_dashboard_queries_on_a_real_operator_s_series(
             )
 
             prom = PrometheusServer(
-                tmp_path, {"event-router-operator": [f"127.0.0.1:{metrics_port}"]},
-                rule_files=[ALERTS], max_seconds=200,
-            )  # fmt: skip
+                tmp_path,
+                {"event-router-operator": [f"127.0.0.1:{metrics_port}"]},
+                rule_files=[ALERTS],
+                max_seconds=200,
+            )
             with prom:
                 si_ok = await asyncio.to_thread(vc_ok.connect)
                 si_bad = await asyncio.to_thread(vc_bad.connect)
@@ -126,9 +128,7 @@ async def test_alert_rules_and_dashboard_queries_on_a_real_operator_s_series(
                 )
                 await asyncio.to_thread(
                     wait_for,
-                    lambda: has(
-                        f'event_router_events_delivered_total{{namespace="{ns}"}}', {"ok"}
-                    ),
+                    lambda: has(f'event_router_events_delivered_total{{namespace="{ns}"}}', {"ok"}),
                     30,
                     "deliveries of ok scraped",
                 )

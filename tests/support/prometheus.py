@@ -47,7 +47,11 @@ class PrometheusServer:
         self.max_seconds = max_seconds
         self.lookback = lookback
         self.config = {
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+            "global": {
+                "scrape_interval": "1s",
+                "scrape_timeout": "1s",
+                "evaluation_interval": "1s",
+            },
             "rule_files": [str(p) for p in rule_files or []],
             "scrape_configs": [
                 {"job_name": job, "static_configs": [{"targets": addrs}]}

@@ -32,15 +32,22 @@ def promtool() -> str:
 
 
 def test_promtool_check_rules() -> None:
-    r = subprocess.run([promtool(), "check", "rules", str(MONITORING / "alerts.yaml")],
-                       capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [promtool(), "check", "rules", str(MONITORING / "alerts.yaml")],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SUCCESS: 5 rules found" in r.stdout + r.stderr
 
 
 def test_promtool_test_rules() -> None:
-    r = subprocess.run([promtool(), "test", "rules", "alerts.test.yaml"], cwd=MONITORING,
-                       capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [promtool(), "test", "rules", "alerts.test.yaml"],
+        cwd=MONITORING,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -123,8 +130,11 @@ def test_dashboard_is_per_routerconfig() -> None:
 
 
 def test_the_chart_copies_equal_their_sources() -> None:
-    r = subprocess.run([sys.executable, str(REPO / "hack" / "sync-chart.py"), "--check"],
-                       capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, str(REPO / "hack" / "sync-chart.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
 
 
