@@ -318,14 +318,17 @@ def test_install_upgrade_uninstall_on_the_control_plane(
     # uninstall: nothing of the release is left but the CRDs (Helm never deletes crds/)
     helm(testenv, "uninstall", name, "-n", ns, "--wait", "--timeout", "90s")
     wait_for(lambda: not release_objects(name, ns), 60, "the release's objects to be gone")
-    leftovers = kubectl("get", "all,serviceaccounts,secrets,configmaps", "-n", ns, "-o", "name")
-    left = [
-        n
-        for n in leftovers.split()
-        if not n.startswith("configmap/kube-root-ca.crt")
-        and not n.startswith("serviceaccount/default")
-    ]
-    assert left == [], left  # the release record (a Secret) is gone too
+
+    def leftovers() -> list[str]:
+        out = kubectl("get", "all,serviceaccounts,secrets,configmaps", "-n", ns, "-o", "name")
+        return [
+            n
+            for n in out.split()
+            if n not in ("configmap/kube-root-ca.crt", "serviceaccount/default")
+        ]
+
+    # the ReplicaSets go with the garbage collector; the release record (a Secret) too
+    wait_for(lambda: not leftovers(), 60, "an empty namespace")
     for crd in CRDS:
         kubectl("get", "crd", crd)
     assert helm(testenv, "list", "-n", ns, "-q").strip() == ""
