@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -64,7 +65,7 @@ class Release:
         ]
         return ["--set", ",".join(sets)]
 
-    def operator_pods(self) -> list[dict[str, object]]:
+    def operator_pods(self) -> list[dict[str, Any]]:
         return ready_pods(self.ns, f"app.kubernetes.io/name={self.fullname}")
 
 
@@ -169,8 +170,8 @@ async def test_helm_install_upgrade_uninstall_on_the_node(
     )
     pods = await asyncio.to_thread(wait_for, rel.operator_pods, 60, "the operator pod Ready")
     assert len(pods) == 1
-    first_pod = pods[0]["metadata"]["name"]  # type: ignore[index]
-    assert pods[0]["spec"]["serviceAccountName"] == rel.fullname  # type: ignore[index]
+    first_pod = pods[0]["metadata"]["name"]
+    assert pods[0]["spec"]["serviceAccountName"] == rel.fullname
     dep = kubectl_json("get", "deployment", "-n", rel.ns, rel.fullname)
     assert condition(dep, "Available") == "True"
     kubectl("get", "kopfpeering", "-n", rel.watched, rel.peering)  # the chart's peering object
@@ -205,11 +206,7 @@ async def test_helm_install_upgrade_uninstall_on_the_node(
     assert "--log-level=debug" in dep["spec"]["template"]["spec"]["containers"][0]["command"]
     rolled = await asyncio.to_thread(
         wait_for,
-        lambda: [
-            p
-            for p in rel.operator_pods()
-            if p["metadata"]["name"] != first_pod  # type: ignore[index]
-        ],
+        lambda: [p for p in rel.operator_pods() if p["metadata"]["name"] != first_pod],
         180,
         "the upgraded operator pod Ready",
     )
