@@ -187,9 +187,15 @@ build_helm() { # helm v3 from helm.sh/helm/v3 (hack/tools/helm pins the whole gr
     run_logged helm go mod init er-testenv/helm
     run_logged helm go get -tool "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   fi
-  # helm reports its version from internal/version (as its own Makefile sets it)
-  run_logged helm go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
-    -o "$BIN/helm" helm.sh/helm/v3/cmd/helm
+  # as helm's own Makefile: its version, and the Kubernetes version `helm template` and
+  # `helm lint` assume (that of its client-go, v0.X.Y -> 1.X; unset they assume 1.20)
+  local kminor; kminor=$(awk '$1=="k8s.io/client-go" {print $2}' go.mod | cut -d. -f2)
+  [ -n "$kminor" ] || { say "no k8s.io/client-go in the helm wrapper module"; exit 1; }
+  local ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  for p in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    ld="$ld -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$kminor"
+  done
+  run_logged helm go build -trimpath -ldflags "$ld" -o "$BIN/helm" helm.sh/helm/v3/cmd/helm
   done_ helm "$HELM_VERSION"; say "helm done"
 }
 
