@@ -175,8 +175,9 @@ build_pause() { # the pod sandbox's process (hack/tools/pause), static
 }
 
 build_helm() { # helm v3 from helm.sh/helm/v3 (hack/tools/helm pins the whole graph)
-  have helm "$HELM_VERSION" && { say "helm $HELM_VERSION cached"; return; }
-  wait_legacy; have helm "$HELM_VERSION" && { say "helm $HELM_VERSION built meanwhile"; return; }
+  local v="$HELM_VERSION+k8s"  # +k8s: built with the Kubernetes version flags below
+  have helm "$v" && { say "helm $HELM_VERSION cached"; return; }
+  wait_legacy; have helm "$v" && { say "helm $HELM_VERSION built meanwhile"; return; }
   say "building helm $HELM_VERSION (log: $LOGS/build-helm.log)"
   local d="$WORK/helm"; rm -rf "$d"; mkdir -p "$d"; cd "$d"
   : >"$LOGS/build-helm.log"
@@ -196,7 +197,7 @@ build_helm() { # helm v3 from helm.sh/helm/v3 (hack/tools/helm pins the whole gr
     ld="$ld -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$kminor"
   done
   run_logged helm go build -trimpath -ldflags "$ld" -o "$BIN/helm" helm.sh/helm/v3/cmd/helm
-  done_ helm "$HELM_VERSION"; say "helm done"
+  done_ helm "$v"; say "helm done"
 }
 
 build_vcsim() {
