@@ -260,7 +260,7 @@ def release_objects(name: str, ns: str) -> list[str]:
     """Every object of the release still in the API server (by its names and labels)."""
     out = kubectl(
         "get",
-        "deployments,serviceaccounts,services,configmaps",
+        "deployments,serviceaccounts,services,configmaps,kopfpeerings",
         "-n",
         ns,
         "-l",
@@ -283,8 +283,13 @@ def test_install_upgrade_uninstall_on_the_control_plane(
     testenv: TestEnv, release: tuple[str, str]
 ) -> None:
     name, ns = release
-    # names of its own, so that it never meets the manifests/ objects of other tests
-    unique = ["--set", f"fullnameOverride={name}-operator,peering.name={name}"]
+    # names of its own, so that it never meets the manifests/ objects of other tests, and
+    # only its namespace watched (with a node its operator pod runs: it must not act on the
+    # RouterConfigs of other tests)
+    unique = [
+        "--set",
+        f"fullnameOverride={name}-operator,peering.name={name},watchNamespaces={{{ns}}}",
+    ]
     helm(testenv, "install", name, str(CHART), "-n", ns, *unique)
     want = sorted(
         [
@@ -292,7 +297,7 @@ def test_install_upgrade_uninstall_on_the_control_plane(
             f"serviceaccount/{name}-operator",
             f"clusterrole.rbac.authorization.k8s.io/{name}-operator",
             f"clusterrolebinding.rbac.authorization.k8s.io/{name}-operator",
-            f"clusterkopfpeering.kopf.dev/{name}",
+            f"kopfpeering.kopf.dev/{name}",
         ]
     )
     assert release_objects(name, ns) == want
