@@ -19,12 +19,14 @@ from __future__ import annotations
 import base64
 import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from event_router.config.models import Auth
 from event_router.timefmt import rfc3339_epoch
@@ -209,6 +211,13 @@ class RouterMetrics:
         self.ready = Gauge(
             "event_router_ready", "1 when the router is ready, else 0", extra, registry=r
         )
+        self.provider_connected = Gauge(
+            "event_router_provider_connected",
+            "1 while the provider is connected to its source (vCenter/Horizon: logged in and "
+            "reading events; webhook: listening), else 0",
+            ["provider", *extra],
+            registry=r,
+        )
         self._extra_values = tuple(self.const_labels.values())
         self._children: dict[tuple[Any, ...], Any] = {}
         self._types: set[str] = set()
@@ -232,8 +241,47 @@ class RouterMetrics:
             c = self._children[key] = metric.labels(*labels) if labels else metric
         return c
 
+    def watch_provider(self, label: str, provider: Any) -> None:
+        """Series read from the provider at every scrape: ``provider_connected`` and, for a
+        provider that keeps checkpoints, the checkpoint's pending events and last advance."""
+        self.child(self.provider_connected, label).set_function(
+            lambda: 1.0 if provider.ready else 0.0
+        )
+        self.registry.register(_CheckpointCollector(label, provider, self.const_labels))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _CheckpointCollector(Collector):
+    """``event_router_checkpoint_*``: only for a provider that keeps checkpoints (so a
+    webhook or ``checkpoint: false`` router has none of these series)."""
+
+    def __init__(self, label: str, provider: Any, const_labels: dict[str, str]) -> None:
+        self._provider = provider
+        self._names = ["provider", *const_labels]
+        self._values = [label, *const_labels.values()]
+
+    def collect(self) -> Iterator[Metric]:
+        tracker = self._provider.checkpoint_tracker
+        if tracker is not None:
+            pending = GaugeMetricFamily(
+                "event_router_checkpoint_pending_events",
+                "Events the provider published that its checkpoint does not cover yet "
+                "(not settled, or behind an event that was not delivered)",
+                labels=self._names,
+            )
+            pending.add_metric(self._values, float(tracker.uncovered))
+            yield pending
+        advanced = self._provider.checkpoint_advanced_at
+        if advanced is not None:
+            last = GaugeMetricFamily(
+                "event_router_checkpoint_last_advanced_timestamp_seconds",
+                "Unix time of the last checkpoint save that moved the checkpoint",
+                labels=self._names,
+            )
+            last.add_metric(self._values, advanced)
+            yield last
 
 
 class Renders(Protocol):

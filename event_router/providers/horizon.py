@@ -328,6 +328,8 @@ class HorizonProvider(Provider):
         self._backlog_until: int | None = None
         self.tracker: CheckpointTracker[Position] = CheckpointTracker()
         self.store: CheckpointStore | None = self._make_store()
+        if self.store is not None:
+            self.checkpoint_tracker = self.tracker
         self.checkpoint: Checkpoint | None = None
         self._saved: Checkpoint | None = None
         self._save_lock = asyncio.Lock()
@@ -653,6 +655,7 @@ class HorizonProvider(Provider):
             if self._saved is not None and _same_position(self._saved, checkpoint):
                 return
             await self.store.save(checkpoint)
+            self.checkpoint_advanced_at = time.time()
             self._saved = checkpoint
             log.debug(
                 "horizon: checkpoint %s saved to %s",
