@@ -28,6 +28,7 @@ from tests.integration.test_cluster import (
     apply,
     router_pod,
     routerconfig_ready,
+    uri_of,
     vcenter_routerconfig,
     vcsim_secret,
     wait_messages,
@@ -179,7 +180,7 @@ async def test_helm_install_upgrade_uninstall_on_the_node(
     # a sample RouterConfig: vCenter (the testenv's vcsim) -> a uri destination
     vcsim_secret(rel.watched, env)
     rc = "vc-helm"
-    apply(rel.watched, vcenter_routerconfig(rc, env, {"uri": sink.url}))
+    apply(rel.watched, vcenter_routerconfig(rc, env, {"uri": uri_of(sink)}))
     await asyncio.to_thread(router_pod, rel.watched, rc, 180)
     await asyncio.to_thread(routerconfig_ready, rel.watched, rc, 90)
     before = vcsim.post("helm-a", 3)
