@@ -25,7 +25,7 @@ from event_router.operator.crd import GROUP, KIND, VERSION, RouterConfigSpec
 from event_router.operator.kube import Kube
 from event_router.operator.resources import Owner
 from event_router.operator.runtimes import Key, Runtime, RuntimeState
-from event_router.operator.secrets import CredentialsError, decode
+from event_router.operator.secrets import CredentialsError, consent_error, consents, decode
 from event_router.operator.sinks import Resolver, SinkError, Target, uri_string
 
 log = logging.getLogger(__name__)
@@ -279,11 +279,21 @@ class Reconciler:
         secret_names = resources.referenced_secrets(spec)
         secrets: dict[str, dict[str, str] | None] = {}
         versions: dict[str, str] = {}
+        #: Secrets that exist but do not consent to this RouterConfig -> their annotations
+        refused: dict[str, dict[str, str]] = {}
         for sname in secret_names:
             obj = await asyncio.to_thread(self.kube.get, "v1", "Secret", namespace, sname)
-            secrets[sname] = decode(obj.get("data")) if obj is not None else None
-            if obj is not None:
-                versions[sname] = str(obj["metadata"].get("resourceVersion", ""))
+            if obj is None:
+                secrets[sname] = None
+                continue
+            versions[sname] = str(obj["metadata"].get("resourceVersion", ""))
+            annotations = obj["metadata"].get("annotations") or {}
+            if consents(annotations, name):
+                secrets[sname] = decode(obj.get("data"))
+            else:
+                # its data is never decoded, rendered or handed to a router
+                secrets[sname] = {}
+                refused[sname] = annotations
 
         # root CAs (ConfigMaps)
         ca_refs = certificates.ca_refs(spec)
@@ -348,6 +358,9 @@ class Reconciler:
         root_cas = self.runtime.ca_files(key, ca_refs, pems) if pems else None
         render_error: str | None = None
         try:
+            for use in resources.secret_references(spec):
+                if use.secret in refused:
+                    raise consent_error(use, namespace, name, refused[use.secret])
             rendered = resources.render_config(
                 name,
                 namespace,

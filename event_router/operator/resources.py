@@ -18,7 +18,7 @@ import yaml
 from event_router.config.models import parse_bind_address
 from event_router.operator.certificates import DEPLOYMENT_CA_DIR, CARef
 from event_router.operator.crd import GROUP, KIND, VERSION, RouterConfigSpec
-from event_router.operator.secrets import inline_credentials, secret_uses
+from event_router.operator.secrets import SecretUse, inline_credentials, secret_uses
 
 MANAGED_BY = "event-router-operator"
 LABEL_RC = f"{GROUP}/routerconfig"
@@ -246,8 +246,12 @@ def config_hash(
 
 
 def referenced_secrets(spec: RouterConfigSpec) -> list[str]:
-    data = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
-    return sorted({u.secret for u in secret_uses(data)})
+    return sorted({u.secret for u in secret_references(spec)})
+
+
+def secret_references(spec: RouterConfigSpec) -> list[SecretUse]:
+    """Every ``auth.secretRef`` of the spec with the field that holds it, in document order."""
+    return secret_uses(spec.model_dump(by_alias=True, exclude_none=True, mode="json"))
 
 
 # --- children of the deployment runtime ----------------------------------------------------

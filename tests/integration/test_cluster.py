@@ -94,6 +94,9 @@ def vcsim_secret(ns: str, env: TestEnv) -> None:
     kubectl("create", "secret", "generic", "vcsim-creds", "-n", ns,
             f"--from-literal=username={env.vcsim_username}",
             f"--from-literal=password={env.vcsim_password}")  # fmt: skip
+    # the Secret's consent to be used by RouterConfigs of its namespace
+    kubectl("annotate", "secret", "vcsim-creds", "-n", ns,
+            "event-router.vmware.com/routerconfigs=*")  # fmt: skip
 
 
 def vcenter_routerconfig(name: str, env: TestEnv, destination: dict[str, Any]) -> dict[str, Any]:

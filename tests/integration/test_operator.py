@@ -20,6 +20,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from event_router.operator import resources
+from event_router.operator.secrets import CONSENT_ANNOTATION
 from event_router.operator.devtools import (
     BROKER_CRD,
     OperatorProcess,
@@ -57,12 +58,20 @@ def rc(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def basic_secret(
-    name: str, username: str = "admin", password: str = "s3cr3t-value"
+    name: str,
+    username: str = "admin",
+    password: str = "s3cr3t-value",
+    *,
+    consent: str | None = "*",
 ) -> dict[str, Any]:
+    """A basic-auth Secret; ``consent``: the value of its consent annotation (None: none)."""
+    meta: dict[str, Any] = {"name": name}
+    if consent is not None:
+        meta["annotations"] = {CONSENT_ANNOTATION: consent}
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name},
+        "metadata": meta,
         "type": "kubernetes.io/basic-auth",
         "stringData": {"username": username, "password": password},
     }

@@ -14,6 +14,7 @@ import yaml
 from kubernetes import client
 
 from event_router.operator import resources
+from event_router.operator.secrets import CONSENT_ANNOTATION
 from event_router.operator.devtools import (
     OperatorProcess,
     apply,
@@ -105,7 +106,7 @@ async def test_manifests_apply_and_the_operator_works_with_their_rbac(
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": "vc-creds"},
+            "metadata": {"name": "vc-creds", "annotations": {CONSENT_ANNOTATION: "*"}},
             "type": "kubernetes.io/basic-auth",
             "stringData": {"username": "u", "password": "p"},
         },
