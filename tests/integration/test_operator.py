@@ -20,7 +20,6 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from event_router.operator import resources
-from event_router.operator.secrets import CONSENT_ANNOTATION
 from event_router.operator.devtools import (
     BROKER_CRD,
     OperatorProcess,
@@ -35,6 +34,7 @@ from event_router.operator.devtools import (
     wait_for,
 )
 from event_router.operator.kube import request
+from event_router.operator.secrets import CONSENT_ANNOTATION
 from tests.support.net import free_port
 from tests.support.sink import CloudEventSink
 from tests.support.tls import make_tls

@@ -14,7 +14,6 @@ import yaml
 from kubernetes import client
 
 from event_router.operator import resources
-from event_router.operator.secrets import CONSENT_ANNOTATION
 from event_router.operator.devtools import (
     OperatorProcess,
     apply,
@@ -24,6 +23,7 @@ from event_router.operator.devtools import (
     wait_for,
 )
 from event_router.operator.kube import request
+from event_router.operator.secrets import CONSENT_ANNOTATION
 from tests.unit.test_operator_crd import base_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]

@@ -97,7 +97,7 @@ def operator(tmp_path: Path, namespace: str, testenv: Any) -> Iterator[OperatorP
             "--standalone",
             "--resync-seconds",
             "2",
-        ],  # fmt: skip
+        ],
         tmp_path / "operator.log",
         kubeconfig=testenv.kubeconfig,
     ).start()
