@@ -40,6 +40,8 @@ ENV_CHECKPOINT_CONFIGMAP = "EVENT_ROUTER_CHECKPOINT_CONFIGMAP"
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+#: Ctrl-C before the router ran (while reading or validating the config): 128 + SIGINT
+EXIT_INTERRUPTED = 130
 
 log = logging.getLogger("event_router.cli")
 
@@ -289,6 +291,22 @@ def _print_errors(errors: Sequence[str]) -> None:
         print(line, file=sys.stderr)
 
 
+def _validate(path: str) -> int:
+    """``-validate``: one line per problem on stderr and 2, or one line on stdout and 0."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        _print_errors(exc.errors)
+        return EXIT_USAGE
+    errors = check_files(config)
+    if errors:
+        _print_errors(errors)
+        return EXIT_USAGE
+    ep, pp = config.eventProvider, config.eventProcessor
+    print(f"{path}: valid (provider {ep.type} {ep.name!r} -> processor {pp.type} {pp.name!r})")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -301,20 +319,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.validate:
         try:
-            config = load_config(args.config)
-        except ConfigError as exc:
-            _print_errors(exc.errors)
-            return EXIT_USAGE
-        errors = check_files(config)
-        if errors:
-            _print_errors(errors)
-            return EXIT_USAGE
-        ep, pp = config.eventProvider, config.eventProcessor
-        print(
-            f"{args.config}: valid (provider {ep.type} {ep.name!r} -> "
-            f"processor {pp.type} {pp.name!r})"
-        )
-        return EXIT_OK
+            return _validate(args.config)
+        except KeyboardInterrupt:
+            print(f"{args.config}: interrupted (Ctrl-C) during -validate", file=sys.stderr)
+            return EXIT_INTERRUPTED
 
     setup_logging(args.log_level, args.log_json)
     if not args.log_json and sys.stderr.isatty():
@@ -324,6 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         errors = check_files(config)
         if errors:
             raise ConfigError(errors, args.config)
+    except KeyboardInterrupt:
+        log.error("interrupted (Ctrl-C) while reading the config %s", args.config)
+        return EXIT_INTERRUPTED
     except ConfigError as exc:
         log.error("invalid config %s (%d problem(s))", args.config, len(exc.errors))
         for line in exc.errors:

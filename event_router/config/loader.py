@@ -413,13 +413,13 @@ def _message(err: Any, loc: tuple[str | int, ...]) -> str:
         kind in ("int_type", "float_type", "int_parsing", "float_parsing")
         and isinstance(value, bool | str)
     ):
-        allowed = _allowed_range(loc)
-        if allowed:
+        bounds = _allowed_range(loc)
+        if bounds:
             if kind == "finite_number":
                 what = "must be a finite number"
             else:
                 what = "out of range" if kind in _RANGE_ERRORS else _TYPE_WORDS[kind]
-            return f"{what} ({_got(value, loc)}; allowed: {allowed})"
+            return f"{what} ({_got(value, loc)}; allowed: {bounds})"
     if kind == "string_type" and isinstance(value, int | float | bool):
         return f"must be a string; quote the value in YAML ({_got(value, loc)})"
     msg = str(err["msg"])
