@@ -24,7 +24,12 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from event_router import __version__
-from event_router.config.loader import ConfigError, check_files, load_config
+from event_router.config.loader import (
+    CREDENTIALS_DIR_ENV,
+    ConfigError,
+    check_files,
+    load_config,
+)
 from event_router.config.models import BasicAuth, RouterConfig
 from event_router.kubeclient import ENV_NAMESPACE, own_namespace
 from event_router.logsetup import LEVELS, REDACTOR, setup_logging
@@ -294,7 +299,7 @@ def _print_errors(errors: Sequence[str]) -> None:
 def _validate(path: str) -> int:
     """``-validate``: one line per problem on stderr and 2, or one line on stdout and 0."""
     try:
-        config = load_config(path)
+        config = load_config(path, credentials_dir=os.environ.get(CREDENTIALS_DIR_ENV))
     except ConfigError as exc:
         _print_errors(exc.errors)
         return EXIT_USAGE
@@ -328,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.log_json and sys.stderr.isatty():
         sys.stderr.write(BANNER + "\n")
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, credentials_dir=os.environ.get(CREDENTIALS_DIR_ENV))
         errors = check_files(config)
         if errors:
             raise ConfigError(errors, args.config)

@@ -31,6 +31,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from event_router.config.models import (
+    AUTH_BLOCKS,
+    CREDENTIAL_KEYS,
     ERROR_TYPE,
     UNION_TAGS,
     RouterConfig,
@@ -235,8 +237,70 @@ def _read_yaml(text: str, source: str) -> Any:
     return docs[0]
 
 
-def load_config(path: str | os.PathLike[str]) -> RouterConfig:
-    """Read a YAML (or JSON) file in either shape and validate it."""
+#: the environment variable naming the credentials directory (see resolve_credentials)
+CREDENTIALS_DIR_ENV = "EVENT_ROUTER_CREDENTIALS_DIR"
+
+
+def resolve_credentials(data: Any, directory: str | None) -> Any:
+    """Credentials by reference, read from files: every ``auth`` holding
+    ``secretRef: {name: N}`` (the custom resource's form) gets its inline block from
+    ``<directory>/N/<key>`` (keys per type: :data:`CREDENTIAL_KEYS`, e.g. ``username``,
+    ``password``), as the operator's router pods mount the referenced Secrets (read-only,
+    only those keys). A copy; ``data`` is not changed. :class:`ConfigError` names the field
+    when the directory is not given or a file is missing."""
+    errors: list[str] = []
+
+    def convert(node: Any, path: str) -> Any:
+        if isinstance(node, list):
+            return [convert(v, f"{path}[{i}]") for i, v in enumerate(node)]
+        if not isinstance(node, dict):
+            return node
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            sub = f"{path}.{key}" if path else str(key)
+            ref = value.get("secretRef") if key == "auth" and isinstance(value, dict) else None
+            if ref is None:
+                out[key] = convert(value, sub)
+                continue
+            out[key] = {k: v for k, v in value.items() if k != "secretRef"}
+            name = ref.get("name") if isinstance(ref, dict) else None
+            keys = CREDENTIAL_KEYS.get(str(value.get("type")))
+            if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+                errors.append(f"{sub}.secretRef.name: must be a Secret name (got {show(name)})")
+            elif keys is None:
+                continue  # the type's own error follows from validation
+            elif not directory:
+                errors.append(
+                    f"{sub}.secretRef: credentials by reference need {CREDENTIALS_DIR_ENV}, "
+                    f"the directory holding <secret name>/<key> files ({', '.join(keys)})"
+                )
+            elif keys:
+                block: dict[str, str] = {}
+                for k in keys:
+                    file = Path(directory) / name / k
+                    try:
+                        block[k] = file.read_text(encoding="utf-8")
+                    except (OSError, UnicodeDecodeError) as exc:
+                        why = "not found" if isinstance(exc, FileNotFoundError) else "unreadable"
+                        errors.append(
+                            f"{sub}.secretRef.name: {file} {why} (needs: {', '.join(keys)})"
+                        )
+                        break
+                else:
+                    out[key][AUTH_BLOCKS[str(value["type"])] or "unused"] = block
+        return out
+
+    result = convert(data, "")
+    if errors:
+        raise ConfigError(errors)
+    return result
+
+
+def load_config(
+    path: str | os.PathLike[str], *, credentials_dir: str | None = None
+) -> RouterConfig:
+    """Read a YAML (or JSON) file in either shape and validate it. ``credentials_dir``:
+    where ``auth.secretRef`` credentials are read from (:func:`resolve_credentials`)."""
     source = str(path)
     try:
         with Path(path).open("rb") as f:
@@ -264,10 +328,23 @@ def load_config(path: str | os.PathLike[str]) -> RouterConfig:
             [f"{source}: cannot read the config file: {exc.strerror or exc}"], source
         ) from None
     try:
-        return parse_config(_read_yaml(text, source))
+        data = _read_yaml(text, source)
+        if credentials_dir is not None or _has_secret_ref(data):
+            data = resolve_credentials(data, credentials_dir)
+        return parse_config(data)
     except ConfigError as exc:
         exc.source = source
         raise
+
+
+def _has_secret_ref(node: Any) -> bool:
+    if isinstance(node, dict):
+        if isinstance(node.get("auth"), dict) and "secretRef" in node["auth"]:
+            return True
+        return any(_has_secret_ref(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_has_secret_ref(v) for v in node)
+    return False
 
 
 # --- shapes ---------------------------------------------------------------------------------

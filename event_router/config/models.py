@@ -312,6 +312,16 @@ AUTH_BLOCKS: dict[str, str | None] = {
 }
 
 
+#: the keys (files) each auth type's credentials consist of, in the operator's Secrets and
+#: in a credentials directory (:func:`event_router.config.loader.resolve_credentials`)
+CREDENTIAL_KEYS: dict[str, tuple[str, ...]] = {
+    "basic_auth": ("username", "password"),
+    "active_directory": ("domain", "username", "password"),
+    "aws_access_key": ("accessKey", "secretKey"),
+    "aws_iam_role": (),
+}
+
+
 class Auth(Strict):
     type: AuthType
     basicAuth: BasicAuth | None = None

@@ -394,6 +394,19 @@ class Reconciler:
             except ConfigError as e:
                 ready_reason, ready_msg = "InvalidConfig", "; ".join(e.errors)
             else:
+                if self.runtime.name == "deployment":
+                    # the pod reads its credentials from the Secrets it mounts: the config
+                    # it gets (a ConfigMap) names them and holds none
+                    rendered = resources.render_config(
+                        name,
+                        namespace,
+                        spec,
+                        secrets,
+                        sink_uri,
+                        runtime=self.runtime.name,
+                        root_cas=root_cas,
+                        mount_credentials=True,
+                    )
                 owner = Owner(name=name, namespace=namespace, uid=body["metadata"]["uid"])
                 hash_ = resources.config_hash(spec, sink_uri, versions)
                 status["configHash"] = hash_

@@ -17,12 +17,11 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
+from event_router.config.models import AUTH_BLOCKS, CREDENTIAL_KEYS
+
 #: the Secret keys each auth type needs, and the router's sub-object they fill
 AUTH_KEYS: dict[str, tuple[str | None, tuple[str, ...]]] = {
-    "basic_auth": ("basicAuth", ("username", "password")),
-    "active_directory": ("activeDirectoryAuth", ("domain", "username", "password")),
-    "aws_access_key": ("awsAccessKeyAuth", ("accessKey", "secretKey")),
-    "aws_iam_role": (None, ()),
+    t: (AUTH_BLOCKS[t], keys) for t, keys in CREDENTIAL_KEYS.items()
 }
 
 

@@ -43,7 +43,7 @@ ALLOWED: dict[str, set[str]] = {
     "event-router.vmware.com/routerconfigs": {"get", "list", "watch"},
     "event-router.vmware.com/routerconfigs/status": {"patch"},
     "event-router.vmware.com/routerconfigs/finalizers": {"update"},
-    "/secrets": {"get", "list", "watch", "create", "patch"},
+    "/secrets": {"get", "list", "watch"},  # never written
     "/configmaps": {"get", "list", "watch", "create", "update", "patch"},
     "/serviceaccounts": {"get", "create", "patch"},
     "/services": {"get", "list", "watch", "create", "patch", "delete"},
@@ -183,8 +183,20 @@ def escalation_attempts(op: Any, ns: str) -> None:
     )
     assert not can_i(op, "escalate", "roles", ns, group="rbac.authorization.k8s.io")
     assert not can_i(op, "bind", "clusterroles", group="rbac.authorization.k8s.io")
-    assert not can_i(op, "update", "secrets", ns)
-    assert not can_i(op, "delete", "secrets", ns)
+    for verb in ("create", "update", "patch", "delete", "deletecollection"):
+        assert not can_i(op, verb, "secrets", ns), verb
+    forbidden(
+        op,
+        "POST",
+        f"/api/v1/namespaces/{ns}/secrets",
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}},
+    )
+    forbidden(
+        op,
+        "PATCH",
+        f"/api/v1/namespaces/{ns}/secrets/x",
+        {"metadata": {"labels": {"a": "b"}}},
+    )
     forbidden(op, "DELETE", f"/api/v1/namespaces/{ns}/secrets/anything")
     forbidden(op, "DELETE", f"/api/v1/namespaces/{ns}/configmaps/anything")
     forbidden(op, "DELETE", f"/apis/apps/v1/namespaces/{ns}/deployments/anything")
