@@ -289,7 +289,8 @@ async def test_vcenter_to_uri_router_pod_delivers_survives_pod_loss_and_rolls(
     binary = [h for h in sink.request_headers[-2:] if "ce-id" in h]
     assert binary, "after the change events arrive in binary mode"
 
-    # deleting the RouterConfig removes its Deployment, Secret, ServiceAccount, Role, RoleBinding
+    # deleting the RouterConfig removes its Deployment, config ConfigMap, ServiceAccount, Role,
+    # RoleBinding
     kubectl("delete", "routerconfig", "-n", ns, rc)
 
     def children() -> list[str]:

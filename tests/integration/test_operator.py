@@ -248,7 +248,7 @@ async def test_deployment_runtime_ready_rolls_on_change_and_garbage_collects(
     assert condition(obj, "Ready")["reason"] == "RouterStarting"
     assert obj["status"]["sinkUri"] == "http://display.example.com"
     assert obj["status"]["observedGeneration"] == 1
-    # the children exist, owned, and the config Secret holds the rendered config
+    # the children exist, owned, and the config ConfigMap holds the rendered config
     dep = request(api, "GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}")
     hash1 = dep["spec"]["template"]["metadata"]["annotations"][resources.HASH_ANNOTATION]
     assert hash1 == obj["status"]["configHash"]
