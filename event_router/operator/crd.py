@@ -412,6 +412,13 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
             out[key] = {k: _structural(v, defs) for k, v in value.items()}
         else:
             out[key] = _structural(value, defs)
+    low = out.get("minimum")
+    if out.get("type") == "number" and isinstance(low, float) and not low.is_integer():
+        # the API server compares an *integer* value with an integer-truncated minimum
+        # (kube-openapi: 0 passes "minimum: 0.1"); CEL compares numbers as they are
+        out["x-kubernetes-validations"] = [
+            {"rule": f"self >= {low!r}", "message": f"must be at least {low:g}"}
+        ]
     return out
 
 
