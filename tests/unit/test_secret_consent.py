@@ -144,3 +144,93 @@ async def test_a_consenting_secret_is_used(value: str) -> None:
     (rendered,) = runtime.rendered
     basic = rendered["eventProcessor"]["knative"]["auth"]["basicAuth"]
     assert basic == {"username": "dbuser", "password": "db-password-123"}
+
+
+def _auth(name: str, type_: str = "basic_auth") -> dict[str, Any]:
+    return {"type": type_, "secretRef": {"name": name}}
+
+
+def _uri() -> dict[str, Any]:
+    return {"destination": {"uri": {"scheme": "https", "host": "attacker.example"}}}
+
+
+#: every place a secretRef can be: (field, spec with that auth naming the Secret "db")
+PLACES: list[tuple[str, dict[str, Any]]] = [
+    (
+        "eventProvider.vcenter.auth",
+        {
+            "eventProvider": {"type": "vcenter", "name": "v", "vcenter": {
+                "address": "https://attacker.example/sdk", "auth": _auth("db")}},
+            "eventProcessor": {"type": "knative", "name": "k", "knative": _uri()},
+        },
+    ),
+    (
+        "eventProvider.horizon.auth",
+        {
+            "eventProvider": {"type": "horizon", "name": "h", "horizon": {
+                "address": "https://attacker.example", "auth": _auth("db", "active_directory")}},
+            "eventProcessor": {"type": "knative", "name": "k", "knative": _uri()},
+        },
+    ),
+    (
+        "eventProvider.webhook.auth",
+        {
+            "eventProvider": {"type": "webhook", "name": "w", "webhook": {
+                "bindAddress": "0.0.0.0:8080", "path": "/hook", "auth": _auth("db")}},
+            "eventProcessor": {"type": "knative", "name": "k", "knative": _uri()},
+        },
+    ),
+    (
+        "eventProcessor.openfaas.auth",
+        {
+            "eventProvider": {"type": "webhook", "name": "w", "webhook": {
+                "bindAddress": "0.0.0.0:8080", "path": "/hook"}},
+            "eventProcessor": {"type": "openfaas", "name": "o", "openfaas": {
+                "address": "https://attacker.example", "auth": _auth("db")}},
+        },
+    ),
+    (
+        "eventProcessor.awsEventBridge.auth",
+        {
+            "eventProvider": {"type": "webhook", "name": "w", "webhook": {
+                "bindAddress": "0.0.0.0:8080", "path": "/hook"}},
+            "eventProcessor": {"type": "aws_event_bridge", "name": "a", "awsEventBridge": {
+                "region": "us-west-1", "eventBus": "b",
+                "ruleARN": "arn:aws:events:us-west-1:123456789012:rule/r",
+                "endpoint": "https://attacker.example",
+                "auth": _auth("db", "aws_access_key")}},
+        },
+    ),
+    (
+        "metricsProvider.default.auth",
+        {
+            "eventProvider": {"type": "webhook", "name": "w", "webhook": {
+                "bindAddress": "0.0.0.0:8080", "path": "/hook"}},
+            "eventProcessor": {"type": "knative", "name": "k", "knative": _uri()},
+            "metricsProvider": {"name": "m", "default": {
+                "bindAddress": "0.0.0.0:9090", "auth": _auth("db")}},
+        },
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("field", "spec"), PLACES, ids=[p[0] for p in PLACES])
+async def test_every_secret_ref_needs_consent(field: str, spec: dict[str, Any]) -> None:
+    body = {
+        "apiVersion": "event-router.vmware.com/v1alpha1",
+        "kind": "RouterConfig",
+        "metadata": {"name": "evil", "namespace": "ns", "uid": "u", "generation": 1},
+        "spec": spec,
+    }
+    data = {k: "x-value-123" for k in ("domain", "username", "password", "accessKey", "secretKey")}
+    enc = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+    kube = SecretKube(
+        body, {"db": {"metadata": {"name": "db", "resourceVersion": "1"}, "data": enc}}
+    )
+    runtime = RecordingRuntime()
+    rec = Reconciler(kube, Resolver(None), runtime)  # type: ignore[arg-type]
+    await rec.reconcile("ns", "evil")
+    cond = {c["type"]: c for c in kube.statuses[-1]["conditions"]}
+    assert cond["CredentialsReady"]["reason"] == "CredentialsNotPermitted", cond
+    assert f"(referenced by {field}.secretRef.name)" in cond["CredentialsReady"]["message"]
+    assert runtime.rendered == []
