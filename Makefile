@@ -17,7 +17,7 @@ help:
 	@echo "make test-unit       only the tests not marked integration (no control plane needed)"
 	@echo "make lint            ruff check, ruff format --check, mypy"
 	@echo "make tools           build etcd, kube-apiserver, kube-controller-manager, vcsim and the node's"
-	@echo "                     kubelet, kube-scheduler, kube-proxy, coredns, pause (cached)"
+	@echo "                     kubelet, kube-scheduler, kube-proxy, coredns, pause, kubectl, helm (cached)"
 	@echo "make image           build the image on a Debian base made here, load it into a running node"
 	@echo "make testenv-up      start the real test control plane + node + vcsim and keep it up"
 	@echo "make testenv-down    stop it (hack/testenv down)"

@@ -59,7 +59,11 @@ def rc(name: str) -> dict[str, Any]:
             "eventProcessor": {
                 "type": "knative",
                 "name": "sink",
-                "knative": {"destination": {"uri": f"http://{os.environ['TESTENV_HOST_IP']}:9/"}},
+                "knative": {
+                    "destination": {
+                        "uri": {"scheme": "http", "host": os.environ["TESTENV_HOST_IP"], "port": 9}
+                    }
+                },
             },
         },
     }

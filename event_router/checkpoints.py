@@ -111,13 +111,25 @@ class CheckpointTracker(Generic[P]):
     restart replays from that event. From then on nothing after it can move the checkpoint,
     so later tickets are no longer kept (memory stays bounded however long the process runs)
     and ``blocked_by`` names the undelivered event.
+
+    ``added`` counts every position ever added, ``covered`` those the checkpoint advanced
+    over; ``uncovered`` (their difference) is what the metric
+    ``event_router_checkpoint_pending_events`` shows.
     """
 
     def __init__(self) -> None:
         self._pending: deque[tuple[P, asyncio.Future[bool]]] = deque()
         self.blocked_by: P | None = None
+        self.added = 0
+        self.covered = 0
+
+    @property
+    def uncovered(self) -> int:
+        """Events published that the checkpoint does not cover (yet, or ever: blocked)."""
+        return self.added - self.covered
 
     def add(self, position: P, ticket: asyncio.Future[bool]) -> None:
+        self.added += 1
         if self.blocked_by is None:
             self._pending.append((position, ticket))
 
@@ -137,6 +149,7 @@ class CheckpointTracker(Generic[P]):
                 self._pending.clear()
                 break
             self._pending.popleft()
+            self.covered += 1
             last = position
         return last
 

@@ -291,6 +291,22 @@ async def run_router(
             loop.remove_signal_handler(sig)
 
 
+def build_errors(config: RouterConfig) -> list[str]:
+    """Build the router of ``config`` (provider, processors, metrics server: no network)
+    and run the processors' preflight checks; the errors, one line each. ``-validate`` runs
+    this, so whatever it accepts the router starts with."""
+    from event_router.core import RouterContext
+    from event_router.router import Router
+
+    try:
+        router = Router(RouterContext(config=config))
+        for slot in router.slots:
+            slot.processor.preflight()
+    except Exception as exc:  # each component's setup error names its field
+        return [str(exc)]
+    return []
+
+
 def _print_errors(errors: Sequence[str]) -> None:
     for line in errors:
         print(line, file=sys.stderr)
@@ -303,7 +319,7 @@ def _validate(path: str) -> int:
     except ConfigError as exc:
         _print_errors(exc.errors)
         return EXIT_USAGE
-    errors = check_files(config)
+    errors = check_files(config) or build_errors(config)
     if errors:
         _print_errors(errors)
         return EXIT_USAGE

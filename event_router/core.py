@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from cloudevents.http import CloudEvent
 
 if TYPE_CHECKING:
-    from event_router.checkpoints import CheckpointStore
+    from event_router.checkpoints import CheckpointStore, CheckpointTracker
     from event_router.config.models import RouterConfig
 
 __all__ = [
@@ -97,6 +97,10 @@ class Provider(abc.ABC):
         self.config = context.config
         self.stats = ProviderStats(type=self.type, address=self.address())
         self.ready = False
+        #: checkpointing providers set these (metrics read them): the tracker of the events
+        #: they published, and the ``time.time()`` of the last save that moved the checkpoint
+        self.checkpoint_tracker: CheckpointTracker[Any] | None = None
+        self.checkpoint_advanced_at: float | None = None
 
     @abc.abstractmethod
     def address(self) -> str:
@@ -136,6 +140,10 @@ class Processor(abc.ABC):
     @abc.abstractmethod
     def address(self) -> str:
         """Where events go, without credentials (for /stats and logs)."""
+
+    def preflight(self) -> None:  # noqa: B027 - optional hook
+        """The checks of :meth:`start` that need no network (``-validate`` runs them, so
+        what it accepts, the router starts with). Raise ValueError naming the field."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Connect, discover (functions, rules). Raise for a clear startup error."""

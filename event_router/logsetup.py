@@ -9,7 +9,6 @@ the traceback. Code must still never log a secret; this is defence in depth.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 import logging
 import os
@@ -18,6 +17,8 @@ import threading
 import urllib.parse
 from collections.abc import Iterable
 from typing import IO, Any
+
+from event_router.timefmt import rfc3339_epoch
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -141,8 +142,7 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _timestamp(record: logging.LogRecord) -> str:
-    t = dt.datetime.fromtimestamp(record.created, tz=dt.UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+    return rfc3339_epoch(record.created, 3)
 
 
 class JSONFormatter(logging.Formatter):

@@ -19,14 +19,17 @@ from __future__ import annotations
 import base64
 import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from event_router.config.models import Auth
+from event_router.timefmt import rfc3339_epoch
 
 log = logging.getLogger(__name__)
 
@@ -143,13 +146,8 @@ class InvocationStats:
 
 
 def rfc3339(ts: float) -> str:
-    import datetime
-
-    return (
-        datetime.datetime.fromtimestamp(ts, tz=datetime.UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+    """A POSIX timestamp in RFC 3339 with milliseconds (``2024-05-01T10:00:00.000Z``)."""
+    return rfc3339_epoch(ts, 3)
 
 
 class RouterMetrics:
@@ -217,6 +215,13 @@ class RouterMetrics:
         self.ready = Gauge(
             "event_router_ready", "1 when the router is ready, else 0", extra, registry=r
         )
+        self.provider_connected = Gauge(
+            "event_router_provider_connected",
+            "1 while the provider is connected to its source (vCenter/Horizon: logged in and "
+            "reading events; webhook: listening), else 0",
+            ["provider", *extra],
+            registry=r,
+        )
         self._extra_values = tuple(self.const_labels.values())
         self._children: dict[tuple[Any, ...], Any] = {}
         self._types: set[str] = set()
@@ -240,8 +245,47 @@ class RouterMetrics:
             c = self._children[key] = metric.labels(*labels) if labels else metric
         return c
 
+    def watch_provider(self, label: str, provider: Any) -> None:
+        """Series read from the provider at every scrape: ``provider_connected`` and, for a
+        provider that keeps checkpoints, the checkpoint's pending events and last advance."""
+        self.child(self.provider_connected, label).set_function(
+            lambda: 1.0 if provider.ready else 0.0
+        )
+        self.registry.register(_CheckpointCollector(label, provider, self.const_labels))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _CheckpointCollector(Collector):
+    """``event_router_checkpoint_*``: only for a provider that keeps checkpoints (so a
+    webhook or ``checkpoint: false`` router has none of these series)."""
+
+    def __init__(self, label: str, provider: Any, const_labels: dict[str, str]) -> None:
+        self._provider = provider
+        self._names = ["provider", *const_labels]
+        self._values = [label, *const_labels.values()]
+
+    def collect(self) -> Iterator[Metric]:
+        tracker = self._provider.checkpoint_tracker
+        if tracker is not None:
+            pending = GaugeMetricFamily(
+                "event_router_checkpoint_pending_events",
+                "Events the provider published that its checkpoint does not cover yet "
+                "(not settled, or behind an event that was not delivered)",
+                labels=self._names,
+            )
+            pending.add_metric(self._values, float(tracker.uncovered))
+            yield pending
+        advanced = self._provider.checkpoint_advanced_at
+        if advanced is not None:
+            last = GaugeMetricFamily(
+                "event_router_checkpoint_last_advanced_timestamp_seconds",
+                "Unix time of the last checkpoint save that moved the checkpoint",
+                labels=self._names,
+            )
+            last.add_metric(self._values, advanced)
+            yield last
 
 
 class Renders(Protocol):
@@ -266,12 +310,15 @@ class MetricsServer:
         auth: Auth | None = None,
         field: str = "metricsProvider.default",
         bind_field: str | None = None,
+        not_ready_reason: Callable[[], str | None] | None = None,
     ) -> None:
         self.bind_field = bind_field or f"{field}.bindAddress"
         self.host, self.port = split_host_port(bind_address, field=self.bind_field)
         self.metrics = metrics
         self._stats = stats
         self._ready = ready
+        #: why /readyz answers 503 (its body says it), when the owner knows
+        self._not_ready_reason = not_ready_reason
         self._check = basic_auth_checker(auth, field=f"{field}.auth")
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -337,7 +384,8 @@ class MetricsServer:
     async def _handle_readyz(self, request: web.Request) -> web.Response:
         if self._ready():
             return web.Response(text="ready\n")
-        return web.Response(status=503, text="not ready\n")
+        why = self._not_ready_reason() if self._not_ready_reason is not None else None
+        return web.Response(status=503, text=f"not ready: {why}\n" if why else "not ready\n")
 
 
 def _dumps(obj: Any) -> str:

@@ -133,6 +133,7 @@ class Router:
             slot.processor.retry_hook = self._retry_hook(slot)
         m = self.metrics
         m.child(m.ready).set_function(lambda: 1.0 if self.ready else 0.0)
+        m.watch_provider(self._provider_type, self.provider)
         self._closing = False
         self._closed = asyncio.Event()
         self._started = False

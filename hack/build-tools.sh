@@ -2,6 +2,7 @@
 # Build the test environment's binaries from Go modules, once, into a cache outside the repo.
 #   etcd, kube-apiserver, kube-controller-manager, vcsim  ->  $ER_TESTENV_CACHE/bin  (target: control)
 #   kubelet, kube-scheduler, kube-proxy, coredns, pause    ->  the same           (target: node)
+#   helm (v3, charts/event-router's tests), kubectl        ->  the same           (targets: helm, kubectl)
 # Each tool gets its own wrapper module so dependency graphs never fight: hack/tools/<tool>/go.mod
 # and go.sum pin the whole graph (reviewable, reproducible). A version other than the pinned one
 # (ETCD_VERSION=..., K8S_VERSION=...) gets a wrapper generated from that tag; `pin` copies the
@@ -14,6 +15,7 @@ ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 GOVMOMI_VERSION="${GOVMOMI_VERSION:-v0.46.3}"
 COREDNS_VERSION="${COREDNS_VERSION:-v1.12.4}"
+HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 
 CACHE="${ER_TESTENV_CACHE:-$HOME/.cache/event-router/testenv}"
 BIN="$CACHE/bin"
@@ -172,6 +174,32 @@ build_pause() { # the pod sandbox's process (hack/tools/pause), static
   done_ pause "$v"; say "pause done"
 }
 
+build_helm() { # helm v3 from helm.sh/helm/v3 (hack/tools/helm pins the whole graph)
+  local v="$HELM_VERSION+k8s"  # +k8s: built with the Kubernetes version flags below
+  have helm "$v" && { say "helm $HELM_VERSION cached"; return; }
+  wait_legacy; have helm "$v" && { say "helm $HELM_VERSION built meanwhile"; return; }
+  say "building helm $HELM_VERSION (log: $LOGS/build-helm.log)"
+  local d="$WORK/helm"; rm -rf "$d"; mkdir -p "$d"; cd "$d"
+  : >"$LOGS/build-helm.log"
+  if pinned helm helm.sh/helm/v3 "$HELM_VERSION"; then
+    say "  wrapper module: hack/tools/helm (pinned)"
+  else
+    say "  wrapper module: generated for $HELM_VERSION (hack/tools/helm pins another version)"
+    run_logged helm go mod init er-testenv/helm
+    run_logged helm go get -tool "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  fi
+  # as helm's own Makefile: its version, and the Kubernetes version `helm template` and
+  # `helm lint` assume (that of its client-go, v0.X.Y -> 1.X; unset they assume 1.20)
+  local kminor; kminor=$(awk '$1=="k8s.io/client-go" {print $2}' go.mod | cut -d. -f2)
+  [ -n "$kminor" ] || { say "no k8s.io/client-go in the helm wrapper module"; exit 1; }
+  local ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  for p in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    ld="$ld -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$kminor"
+  done
+  run_logged helm go build -trimpath -ldflags "$ld" -o "$BIN/helm" helm.sh/helm/v3/cmd/helm
+  done_ helm "$v"; say "helm done"
+}
+
 build_vcsim() {
   have vcsim "$GOVMOMI_VERSION" && { say "vcsim $GOVMOMI_VERSION cached"; return; }
   wait_legacy; have vcsim "$GOVMOMI_VERSION" && { say "vcsim $GOVMOMI_VERSION built meanwhile"; return; }
@@ -182,8 +210,11 @@ build_vcsim() {
 }
 
 pin() { # copy the wrapper modules of the versions built into hack/tools (after a build)
-  for t in etcd kube; do
-    [ -f "$WORK/$t/go.mod" ] || { say "no wrapper module in $WORK/$t: build first"; exit 1; }
+  for t in etcd kube helm; do
+    if [ ! -f "$WORK/$t/go.mod" ]; then
+      [ "$t" = helm ] && { say "no wrapper module in $WORK/helm (helm not built): skipped"; continue; }
+      say "no wrapper module in $WORK/$t: build first"; exit 1
+    fi
     mkdir -p "$PINS/$t"
     cp "$WORK/$t/go.mod" "$WORK/$t/go.sum" "$PINS/$t/"
     (cd "$PINS/$t" && GOFLAGS= go mod edit -go=1.26.0)
@@ -199,9 +230,11 @@ case "$what" in
   vcsim) build_vcsim ;;
   coredns) build_coredns ;;
   pause) build_pause ;;
+  helm) build_helm ;;
+  kubectl) build_kube_bins kubectl ;;
   control) build_vcsim; build_etcd; build_kube ;;
   node) build_pause; build_coredns; build_kube_node ;;
-  all) build_vcsim; build_etcd; build_kube; build_pause; build_coredns; build_kube_node ;;
-  *) echo "usage: $0 [all|control|node|etcd|kube|vcsim|coredns|pause|pin]" >&2; exit 2 ;;
+  all) build_vcsim; build_etcd; build_kube; build_pause; build_coredns; build_kube_node; build_helm ;;
+  *) echo "usage: $0 [all|control|node|etcd|kube|vcsim|coredns|pause|helm|kubectl|pin]" >&2; exit 2 ;;
 esac
 say "all requested binaries in $BIN (total $(( $(date +%s) - start ))s)"

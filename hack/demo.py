@@ -58,6 +58,7 @@ class Display:
         self.subjects: list[str] = []
         self.powered_on = asyncio.Event()
         self.url = ""
+        self.port = 0
         self._runner: web.AppRunner | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -86,6 +87,7 @@ class Display:
         site = web.TCPSite(self._runner, self.host, 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = port
         self.url = f"http://{self.host}:{port}/"
 
     async def stop(self) -> None:

@@ -74,7 +74,8 @@ async def main() -> int:
                     "address": os.environ["VCSIM_URL"], "insecureSSL": True,
                     "auth": {"type": "basic_auth", "secretRef": {"name": "vcsim-creds"}}}},
                 "eventProcessor": {"type": "knative", "name": "display", "knative": {
-                    "encoding": "structured", "destination": {"uri": display.url}}},
+                    "encoding": "structured", "destination": {"uri": {
+                        "scheme": "http", "host": display.host, "port": display.port}}}},
                 "checkpoint": {"periodSeconds": 1},
             },
         }  # fmt: skip

@@ -18,7 +18,7 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -163,6 +163,9 @@ PORT_PATTERN = (
 )
 #: ``host:port`` or ``[IPv6]:port`` (plus: a hostname of at most HOST_MAX_LENGTH characters)
 BIND_ADDRESS_PATTERN = rf"^(?:{HOSTNAME_PATTERN}|\[{IPV6_PATTERN}\]):{PORT_PATTERN}$"
+#: ``destination.uri.host`` as Go's net/url ``Host``: a hostname, IPv4 address or ``[IPv6]``,
+#: optionally with ``:port`` (plus: a hostname of at most HOST_MAX_LENGTH characters)
+URI_HOST_PATTERN = rf"^(?:{HOSTNAME_PATTERN}|\[{IPV6_PATTERN}\])(?::{PORT_PATTERN})?$"
 #: the webhook path: starts with /, is not / alone, no whitespace, ? or #
 WEBHOOK_PATH_PATTERN = f"^/[^{SPACE_CLASS}?#]+$"
 WEBHOOK_PATH_MAX_LENGTH = 1024
@@ -186,6 +189,7 @@ _HOSTNAME = re.compile(HOSTNAME_PATTERN)
 _IPV6 = re.compile(IPV6_PATTERN)
 _PORT = re.compile(PORT_PATTERN)
 _BIND_ADDRESS = _whole(BIND_ADDRESS_PATTERN)
+_URI_HOST = _whole(URI_HOST_PATTERN)
 _WEBHOOK_PATH = _whole(WEBHOOK_PATH_PATTERN)
 _RULE_ARN = _whole(RULE_ARN_PATTERN)
 
@@ -221,6 +225,53 @@ def parse_bind_address(value: str) -> tuple[str, int]:
     if not _BIND_ADDRESS.fullmatch(value):  # the rule the CRD enforces; never reached
         raise ValueError("expected host:port such as 0.0.0.0:8080")
     return host, int(port)
+
+
+def split_uri_host(value: str) -> tuple[str, int | None]:
+    """``destination.uri.host`` -> (the host as a URL writes it, the port or None).
+
+    As Go's net/url ``Host``: ``host``, ``host:port``, ``[IPv6]`` or ``[IPv6]:port``.
+    Accepts exactly what URI_HOST_PATTERN matches with a hostname of at most HOST_MAX_LENGTH
+    characters; the steps before only explain what is wrong."""
+    if "/" in value or "?" in value or "#" in value or "@" in value:
+        raise ValueError(
+            "only the host, or host:port, such as gateway.corp.local:8080 (scheme and path "
+            "are fields of their own; no credentials)"
+        )
+    port: str | None
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            raise ValueError("an IPv6 host is written [address] or [address]:port")
+        host, rest = value[: end + 1], value[end + 1 :]
+        if not _IPV6.fullmatch(host[1:-1]):
+            raise ValueError(f"{host[1:-1]!r} is not an IPv6 address")
+        if rest and not rest.startswith(":"):
+            raise ValueError("expected [IPv6] or [IPv6]:port, such as [::1]:8080")
+        port = rest[1:] if rest else None
+    else:
+        if value.count(":") > 1:
+            raise ValueError("IPv6 hosts are written in brackets, such as [::1] or [::1]:8080")
+        host, sep, port_text = value.partition(":")
+        port = port_text if sep else None
+        if not host:
+            raise ValueError("the host is missing before the port")
+        if len(host) > HOST_MAX_LENGTH or not _HOSTNAME.fullmatch(host):
+            raise ValueError(f"{host!r} is not a hostname or IP address")
+    if port is not None and not _PORT.fullmatch(port):
+        raise ValueError(f"port {port!r} is not a number from 1 to 65535")
+    if not _URI_HOST.fullmatch(value):  # the rule the CRD enforces; never reached
+        raise ValueError("expected host or host:port such as gateway.corp.local:8080")
+    return host, int(port) if port is not None else None
+
+
+def _check_uri_host(value: str) -> str:
+    split_uri_host(value)
+    return value
+
+
+#: what Go's url.URL.EscapedPath leaves as it is in a path (besides letters, digits, -._~)
+PATH_SAFE = "/$&+,:;=@"
 
 
 def _check_bind_address(value: str) -> str:
@@ -487,20 +538,41 @@ class EventProvider(Strict):
 
 
 class URIObject(Strict):
-    """The original's object form of a URI (Knative's ``apis.URL`` fields)."""
+    """The original's object form of a URI: Go's ``net/url`` URL (Knative's ``apis.URL``)
+    fields ``scheme``, ``host`` (``host`` or ``host:port``, ``[IPv6]`` or ``[IPv6]:port``) and
+    ``path``; ``port`` is an extension of ours (not together with a port in ``host``)."""
 
     scheme: Literal["http", "https"]
-    host: NonEmpty
+    host: Annotated[
+        str, Field(min_length=1, max_length=STRING_MAX_LENGTH), _Printable,
+        AfterValidator(_check_uri_host),
+    ]  # fmt: skip
     port: int | None = Field(default=None, ge=PORT[0], le=PORT[1], strict=True)
     path: Annotated[str, Field(max_length=2048), _Printable] | None = None
 
+    @model_validator(mode="after")
+    def _one_port(self) -> URIObject:
+        problems = Problems()
+        host, port = split_uri_host(self.host)
+        if self.port is not None and port is not None:
+            problems.add(
+                "port",
+                f"not allowed when host carries a port too (got host {self.host!r} and port "
+                f"{self.port}; allowed: the port in host, such as {host}:{port}, or in port)",
+            )
+        problems.raise_if_any()
+        return self
+
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        port = f":{self.port}" if self.port else ""
+        """The URL Go's ``url.URL.String()`` gives: ``scheme://host[:port]/path``, the path
+        escaped as Go escapes it (space as %20, ``%`` as %25, ``?`` as %3F)."""
+        host, port = split_uri_host(self.host)
+        port = port if port is not None else self.port
+        netloc = f"{host}:{port}" if port is not None else host
         path = self.path or ""
         if path and not path.startswith("/"):
             path = "/" + path
-        return f"{self.scheme}://{host}{port}{path}"
+        return f"{self.scheme}://{netloc}{quote(path, safe=PATH_SAFE)}"
 
 
 class KReference(Strict):
@@ -524,7 +596,7 @@ URI = Annotated[
 
 
 class Destination(Strict):
-    #: an object ``{scheme, host, port?, path?}`` (the original's) or a URL string
+    #: an object ``{scheme, host, path?, port?}`` (the original's, plus ``port``) or a URL string
     uri: URI | None = None
     ref: KReference | None = None
 

@@ -76,7 +76,7 @@ def _type_blocks(blocks: dict[str, str]) -> list[dict[str, Any]]:
 
 def _add_cross_field_rules(defs: dict[str, Any]) -> None:
     """What editors can check beyond field types: the block matching ``type``, the auth
-    sub-object matching its type, exactly one of ``uri``/``ref``."""
+    sub-object matching its type, exactly one of ``uri``/``ref``, one port in ``uri``."""
     defs["EventProvider"]["allOf"] = _type_blocks(
         {"vcenter": "vcenter", "horizon": "horizon", "webhook": "webhook", "vcsim": "vcsim"}
     )
@@ -93,12 +93,17 @@ def _add_cross_field_rules(defs: dict[str, Any]) -> None:
         auth_rules.append({"if": {"properties": {"type": {"const": type_}}}, "then": then})
     defs["Auth"]["allOf"] = auth_rules
     defs["Destination"]["oneOf"] = [{"required": ["uri"]}, {"required": ["ref"]}]
+    # uri: port (our extension) not together with a port in host (the original's form)
+    defs["URIObject"]["if"] = {"required": ["port"]}
+    defs["URIObject"]["then"] = {"properties": {"host": {"not": {"pattern": ":[0-9]+$"}}}}
 
 
 _PORT = r"0*([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 _HOST = r"(\[[0-9A-Fa-f:.]+(%[^\]]+)?\]|[A-Za-z0-9_][A-Za-z0-9_-]{0,62}(\.[A-Za-z0-9_-]{1,63})*\.?)"
 #: host:port (hostnames allowed, IPv6 in brackets), as parse_bind_address
 BIND_ADDRESS = f"^{_HOST}:{_PORT}$"
+#: destination.uri.host: host or host:port, as split_uri_host
+URI_HOST = f"^{_HOST}(:{_PORT})?$"
 #: http(s)://host..., no credentials in the URL, as the models' URL check
 HTTP_URL = r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#@\s]+([/?#].*)?$"
 #: the webhook path: starts with /, not / alone, no spaces, ? or #
@@ -138,6 +143,7 @@ def _add_value_rules(defs: dict[str, Any]) -> None:
         ("Destination", "uri"),
     ):
         _string_rule(defs[name]["properties"][field], HTTP_URL)
+    _string_rule(defs["URIObject"]["properties"]["host"], URI_HOST)
     _string_rule(defs["WebhookConfig"]["properties"]["path"], WEBHOOK_PATH)
     _string_rule(defs["AWSEventBridgeConfig"]["properties"]["ruleARN"], RULE_ARN)
     # only Horizon uses active_directory: no UPN (user@domain), no DOMAIN\user

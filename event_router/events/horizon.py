@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 from cloudevents.http import CloudEvent
 
+from event_router.timefmt import rfc3339
+
 __all__ = [
     "SUMMARY_FIELDS",
     "event_time",
@@ -74,8 +76,7 @@ def event_time(millis: int) -> dt.datetime:
 def rfc3339_millis(millis: int) -> str:
     """Epoch milliseconds -> RFC 3339 in UTC with exactly three fraction digits:
     ``1625140800123`` -> ``2021-07-01T12:00:00.123Z``."""
-    value = event_time(millis)
-    return value.strftime("%Y-%m-%dT%H:%M:%S") + f".{value.microsecond // 1000:03d}Z"
+    return rfc3339(event_time(millis), 3)
 
 
 def _require_int(event: Mapping[str, Any], name: str) -> int:

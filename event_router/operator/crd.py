@@ -27,6 +27,7 @@ Run ``python -m event_router.operator.crd`` to print the CRD YAML (``crds/`` hol
 from __future__ import annotations
 
 import copy
+import re
 import sys
 from typing import Annotated, Any, Literal
 
@@ -44,6 +45,7 @@ from event_router.config.models import (
     REGION_PATTERN,
     RULE_ARN_MAX_LENGTH,
     RULE_ARN_PATTERN,
+    URI_HOST_PATTERN,
     WEBHOOK_MAX_BODY_BYTES,
     WEBHOOK_PATH_MAX_LENGTH,
     WEBHOOK_PATH_PATTERN,
@@ -54,7 +56,6 @@ from event_router.config.models import (
     ProviderType,
     Seconds,
     TypeStyle,
-    URIObject,
 )
 
 GROUP = "event-router.vmware.com"
@@ -266,6 +267,53 @@ class EventProviderSpec(Strict):
 
 DESTINATION_RULE = ("has(self.uri) != has(self.ref)", "exactly one of uri or ref must be set")
 
+#: the router's rules of ``uri`` besides URI_HOST_PATTERN (RE2 has no lookahead)
+URI_HOST_LENGTH_RULE = (
+    f"self.startsWith('[') || self.matches('^[^:]{{1,{HOST_MAX_LENGTH}}}(:[0-9]+)?$')",
+    f"the host must be at most {HOST_MAX_LENGTH} characters",
+)
+URI_PORT_RULE = (
+    "!has(self.port) || !self.host.matches(':[0-9]+$')",
+    "port is not allowed when host carries a port too",
+)
+
+
+def _uri_host_length(value: str) -> str:
+    if not value.startswith("[") and len(value.partition(":")[0]) > HOST_MAX_LENGTH:
+        raise ValueError(URI_HOST_LENGTH_RULE[1])
+    return value
+
+
+class URISpec(Strict):
+    """The original's uri object: scheme, host (host or host:port, [IPv6] or [IPv6]:port, as
+    Go's net/url reads it), path; port is an extension, not together with a port in host."""
+
+    model_config = _rules(URI_PORT_RULE)
+
+    scheme: Literal["http", "https"]
+    host: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=261,
+            pattern=URI_HOST_PATTERN,
+            json_schema_extra={
+                "x-kubernetes-validations": [
+                    {"rule": URI_HOST_LENGTH_RULE[0], "message": URI_HOST_LENGTH_RULE[1]}
+                ]
+            },
+        ),
+        AfterValidator(_uri_host_length),
+    ]
+    port: int | None = Field(default=None, ge=1, le=65535)
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _one_port(self) -> URISpec:
+        if self.port is not None and re.search(":[0-9]+$", self.host):
+            raise ValueError(URI_PORT_RULE[1])
+        return self
+
 
 class DestinationSpec(Strict):
     """A URI, or a reference to an Addressable (Broker, Knative Service, ...) or a v1
@@ -273,7 +321,7 @@ class DestinationSpec(Strict):
 
     model_config = _rules(DESTINATION_RULE)
 
-    uri: URIObject | None = None
+    uri: URISpec | None = None
     ref: KReference | None = None
 
     @model_validator(mode="after")

@@ -119,12 +119,19 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         metrics = OperatorMetrics(
             lambda: _reconciler(memo), (lambda: g.active) if g is not None else (lambda: True)
         )
+
+        def not_ready() -> str | None:
+            if _reconciler(memo) is None:
+                return "the reconciler is not built yet"
+            return g.problem() if g is not None else None
+
         server = MetricsServer(
             memo["metrics_bind_address"],
             metrics,
             stats=metrics.stats,
-            ready=lambda: _reconciler(memo) is not None,
+            ready=lambda: not_ready() is None,
             bind_field="--metrics-bind-address",
+            not_ready_reason=not_ready,
         )
         await server.start()
         memo.metrics_server = server

@@ -12,6 +12,8 @@ from typing import Any
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
+from event_router.timefmt import rfc3339
+
 FIELD_MANAGER = "event-router-operator"
 
 #: kind -> (path prefix, plural) for the objects the operator writes
@@ -154,7 +156,7 @@ class Kube:
     ) -> None:
         """A core/v1 Event about ``involved`` (a RouterConfig body)."""
         meta = involved["metadata"]
-        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = rfc3339(dt.datetime.now(dt.UTC), 0)
         body = {
             "apiVersion": "v1",
             "kind": "Event",

@@ -51,8 +51,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--peering",
-        default=_env("EVENT_ROUTER_OPERATOR_PEERING", "event-router"),
-        help="kopf peering object shared by the replicas (default: event-router)",
+        default=None,
+        help="kopf peering object shared by the replicas (default: event-router, or "
+        "EVENT_ROUTER_OPERATOR_PEERING). Given explicitly, it must be usable: without the "
+        "kopf.dev peering CRDs the operator stops at start. Not given and no peering CRDs: "
+        "the operator runs standalone with a warning (kopf's rule)",
     )
     p.add_argument(
         "--priority",
@@ -101,6 +104,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.resync_seconds <= 0:
         p.error(f"--resync-seconds: must be > 0 (got {args.resync_seconds})")
+    #: kopf's rule: an explicit peering name is mandatory, the default one is optional
+    args.peering_explicit = args.peering is not None or bool(
+        os.environ.get("EVENT_ROUTER_OPERATOR_PEERING")
+    )
+    if args.peering is None:
+        args.peering = _env("EVENT_ROUTER_OPERATOR_PEERING", "") or "event-router"
     if args.peering_lifetime < 2:
         p.error(f"--peering-lifetime: must be >= 2 seconds (got {args.peering_lifetime})")
     if args.metrics_bind_address:
@@ -133,6 +142,33 @@ def ensure_peering(name: str, namespaces: list[str]) -> None:
         ensure_peering_objects(api, name, namespaces)
     finally:
         api.close()
+
+
+def peering_available(args: argparse.Namespace, namespaces: list[str]) -> bool:
+    """kopf's rule at start: are the kopf.dev peering CRDs installed? When they are not, an
+    explicit ``--peering NAME`` is an error (logged here, naming the object and the fix) and
+    the default peering falls back to standalone with a WARNING."""
+    from event_router.operator.peering import (
+        PEERING_FIX,
+        missing_peering_message,
+        peering_crds_installed,
+    )
+
+    api = kube_client()
+    try:
+        if peering_crds_installed(api):
+            return True
+    finally:
+        api.close()
+    if args.peering_explicit:
+        log.error("%s", missing_peering_message(args.peering, list(namespaces)))
+    else:
+        log.warning(
+            "peering: the kopf.dev peering CRDs are not installed and no --peering was given: "
+            "running standalone (kopf's rule). Run one replica only; for several, %s",
+            PEERING_FIX.split(", or ")[0],
+        )
+    return False
 
 
 def make_builder(args: argparse.Namespace) -> Any:
@@ -188,6 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import event_router.operator.handlers  # noqa: F401 - registers the handlers
 
     clusterwide = args.all_namespaces or not args.namespace
+    if not args.standalone and not peering_available(args, [] if clusterwide else args.namespace):
+        if args.peering_explicit:
+            return 2
+        args.standalone = True
     from event_router.operator.peering import own_identity
 
     identity = own_identity()

@@ -13,7 +13,13 @@ kopf's own rule (``kopf/_core/engines/peering.py``):
 * with several watched namespaces (one ``KopfPeering`` each), it acts only if it may act
   in all of them (kopf pauses the whole operator when any of them conflicts).
 
-A missing peering object or CRD means paused, as for kopf. Any other failure to read it (a
+At start (:func:`peering_crds_installed`, used by ``main``), kopf's own rule: without the
+kopf.dev peering CRDs the operator runs standalone with a WARNING when no peering was asked
+for, and stops with an error naming the missing object and the fix when ``--peering NAME``
+was given. A peering object or CRD that goes missing while running means paused, as for kopf;
+a replica paused for any reason but a live peer that acts (a healthy standby) answers 503 on
+``/readyz`` with the reason, and logs it at ERROR once it lasts (RouterConfigs get no status
+while nobody acts). Any other failure to read it (a
 503 during an API server upgrade, a timeout) keeps the current state, so a blip does not stop
 and restart every router; but a replica that has not read the object for half the peering
 lifetime pauses (its own keep-alives are failing too, and at the full lifetime a standby takes
@@ -56,6 +62,38 @@ def peering_paths(name: str, namespaces: list[str]) -> list[tuple[str, str, str 
     ]
 
 
+#: what the peering objects need
+PEERING_FIX = (
+    "apply manifests/peering.yaml (the kopf.dev peering CRDs), or run one replica with --standalone"
+)
+
+
+def peering_crds_installed(api: Any) -> bool:
+    """Whether the API server serves kopf.dev/v1 (ClusterKopfPeering, KopfPeering)."""
+    from event_router.operator.kube import request
+
+    try:
+        request(api, "GET", "/apis/kopf.dev/v1")
+    except ApiException as e:
+        if e.status == 404:
+            return False
+        raise
+    return True
+
+
+def missing_peering_message(name: str, namespaces: list[str]) -> str:
+    """The start error of an explicit ``--peering NAME`` without the peering CRDs."""
+    objects = ", ".join(
+        f"{kind} {name!r}" + (f" in namespace {ns}" if ns else "")
+        for _, kind, ns in peering_paths(name, namespaces)
+    )
+    return (
+        f"--peering {name}: peering was asked for, but {objects} cannot exist: the kopf.dev "
+        f"peering CRDs are not installed on this API server. Fix: {PEERING_FIX}; or leave "
+        f"out --peering (and EVENT_ROUTER_OPERATOR_PEERING) to run standalone"
+    )
+
+
 def ensure_peering_objects(api: Any, name: str, namespaces: list[str]) -> bool:
     """Create the missing peering object(s); True when all exist. A watched namespace that
     does not exist yet is skipped (its object is created once it does: the gate calls this
@@ -85,10 +123,7 @@ def ensure_peering_objects(api: Any, name: str, namespaces: list[str]) -> bool:
                     kind,
                 )
             else:
-                log.warning(
-                    "peering CRDs (kopf.dev) are not installed: apply manifests/peering.yaml, "
-                    "or run one replica with --standalone"
-                )
+                log.warning("peering CRDs (kopf.dev) are not installed: %s", PEERING_FIX)
                 return False
     return complete
 
@@ -115,6 +150,11 @@ def _parse_time(value: str | None) -> dt.datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
+#: how may_act's reason starts when a live replica of a higher priority acts (this one is a
+#: healthy standby; with equal priorities kopf pauses both, and nobody acts)
+STANDBY_PREFIX = "standby behind replica "
+
+
 def may_act(
     status: dict[str, Any] | None, identity: str, priority: int, now: dt.datetime | None = None
 ) -> tuple[bool, str]:
@@ -136,9 +176,12 @@ def may_act(
             continue  # dead peer
         their = int(info.get("priority", 0))
         if their > priority:
-            return False, f"replica {other} has a higher priority ({their} > {priority})"
+            return False, f"{STANDBY_PREFIX}{other} has a higher priority ({their} > {priority})"
         if their == priority:
-            return False, f"replica {other} has the same priority {priority} (kopf pauses both)"
+            return False, (
+                f"replica {other} has the same priority {priority} (kopf pauses both: give "
+                "the replicas different --priority values)"
+            )
     return True, "no live replica with a higher or equal priority"
 
 
@@ -171,6 +214,27 @@ class PeeringGate:
         self.active = False
         self.why = ""
         self._last_read = time.monotonic()
+        #: paused because a live peer with a higher or equal priority acts (healthy)
+        self.standby = False
+        #: since when this replica is paused for another reason (None: it is not)
+        self._stuck_since: float | None = time.monotonic()
+        self._reported = ""
+        #: how long a pause that is not a standby may last before it counts as a failure
+        #: (kopf needs a moment to register this replica at start)
+        self.grace = max(10.0, 3 * interval)
+
+    @property
+    def healthy(self) -> bool:
+        """Acting, a standby behind a live peer, or not paused for longer than ``grace``."""
+        return self.problem() is None
+
+    def problem(self) -> str | None:
+        """Why this replica cannot act and nobody acts in its place, once that lasts."""
+        if self.active or self.standby or self._stuck_since is None:
+            return None
+        if time.monotonic() - self._stuck_since < self.grace:
+            return None
+        return f"peering: this replica cannot act ({self.why}); {PEERING_FIX}"
 
     async def check(self) -> bool:
         acts, why = True, ""
@@ -179,7 +243,7 @@ class PeeringGate:
                 obj = await asyncio.to_thread(self._get, path)
             except ApiException as e:
                 if e.status == 404:
-                    acts, why = False, f"{path} does not exist (is manifests/peering.yaml applied?)"
+                    acts, why = False, f"the peering object {path} does not exist"
                     await self._create_missing()
                     break
                 return await self._unread(f"{e.status} {e.reason}")
@@ -215,7 +279,17 @@ class PeeringGate:
         if acts != self.active:
             log.info("peering: this replica is now %s (%s)", "ACTIVE" if acts else "PAUSED", why)
             await self.on_change(acts)  # if it fails, the next check tries again
-            self.active, self.why = acts, why
+            self.active = acts
+        self.why = why
+        self.standby = not acts and why.startswith(STANDBY_PREFIX)
+        if acts or self.standby:
+            self._stuck_since, self._reported = None, ""
+        elif self._stuck_since is None:
+            self._stuck_since = time.monotonic()
+        problem = self.problem()
+        if problem is not None and problem != self._reported:
+            log.error("%s. RouterConfigs get no status while no replica acts", problem)
+            self._reported = problem
         return acts
 
     async def run(self) -> None:

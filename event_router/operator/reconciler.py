@@ -27,6 +27,7 @@ from event_router.operator.resources import Owner
 from event_router.operator.runtimes import Key, Runtime, RuntimeState
 from event_router.operator.secrets import CredentialsError, consent_error, consents, decode
 from event_router.operator.sinks import Resolver, SinkError, Target, uri_string
+from event_router.timefmt import rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(dt.datetime.now(dt.UTC), 0)
 
 
 def condition(type_: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
@@ -333,7 +334,10 @@ class Reconciler:
                 sink_uri = None
                 sink_ok, sink_reason, sink_msg = False, e.reason, e.message
             if not sink_ok and dest.get("uri"):
-                sink_uri = uri_string(dest["uri"])
+                try:
+                    sink_uri = uri_string(dest["uri"])
+                except SinkError:
+                    sink_uri = None
         self._index(
             key,
             {(namespace, s) for s in secret_names},

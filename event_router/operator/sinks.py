@@ -13,7 +13,9 @@ from typing import Any
 
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
 
+from event_router.config.models import URIObject
 from event_router.operator.kube import request
 
 
@@ -40,15 +42,16 @@ class Target:
 
 
 def uri_string(uri: dict[str, Any]) -> str:
-    """The original's object form ``{scheme, host, port?, path?}`` as a URL."""
-    host = str(uri["host"])
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    port = f":{uri['port']}" if uri.get("port") else ""
-    path = uri.get("path") or ""
-    if path and not path.startswith("/"):
-        path = "/" + path
-    return f"{uri['scheme']}://{host}{port}{path}"
+    """The original's object form ``{scheme, host, path?}`` (plus our ``port?``) as a URL,
+    by the router's own rule (:meth:`event_router.config.models.URIObject.url`); a
+    :class:`SinkError` when the router would not accept it."""
+    try:
+        return URIObject.model_validate(uri).url()
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'uri'}: {err['msg']}" for err in e.errors()
+        )
+        raise SinkError("InvalidURI", f"destination.uri: {problems}") from None
 
 
 def addressable_url(obj: dict[str, Any], target: Target) -> str:

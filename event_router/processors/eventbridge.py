@@ -82,7 +82,7 @@ _RULE_ARN = re.compile(
     r"^arn:(?P<partition>[\w-]+):events:(?P<region>[\w-]*):(?P<account>\d*):"
     r"rule/(?:(?P<bus>[^/]+)/)?(?P<name>[^/]+)$"
 )
-_BUS_ARN = re.compile(r"^arn:[\w-]+:events:[\w-]+:\d{12}:event-bus/(?P<name>[^/]+)$")
+_BUS_ARN = re.compile(r"^arn:[\w-]+:events:[\w-]*:\d*:event-bus/(?P<name>[^/]+)$")
 
 
 class EventBridgeSetupError(RuntimeError):

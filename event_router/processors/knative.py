@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 from collections.abc import Mapping
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from cloudevents.http import CloudEvent
 
+from event_router import cebinding
 from event_router.config.models import KnativeConfig, KReference, URIObject
 from event_router.core import DeliveryError, Processor, RouterContext
 from event_router.delivery import RetryPolicy, default_retry_status, send_with_retry
@@ -96,12 +95,8 @@ def destination_url(cfg: KnativeConfig) -> str:
             )
         raise ValueError(f"{FIELD}.destination: one of uri or ref is required (got neither)")
     if isinstance(uri, URIObject):
-        host = f"[{uri.host}]" if ":" in uri.host and not uri.host.startswith("[") else uri.host
-        netloc = f"{host}:{uri.port}" if uri.port else host
-        path = uri.path or "/"
-        if not path.startswith("/"):
-            path = "/" + path
-        return urlunsplit((uri.scheme, netloc, path, "", ""))
+        url = uri.url()
+        return url if urlsplit(url).path else url + "/"
     parts = urlsplit(uri)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(
@@ -113,57 +108,27 @@ def destination_url(cfg: KnativeConfig) -> str:
 
 def is_json_content_type(content_type: str | None) -> bool:
     """Absent (JSON by convention), application/json, or any ``+json`` / ``/json`` type."""
-    if not content_type:
-        return True
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media.endswith("/json") or media.endswith("+json")
-
-
-def _header_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return value if isinstance(value, str) else str(value)
+    return cebinding.is_json(content_type)
 
 
 def encode_binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
-    """Binary content mode: attributes as ``ce-`` headers, ``datacontenttype`` as
-    Content-Type, the data as the body (bytes as they are, text as UTF-8 unless the content
-    type is JSON, anything else serialized as JSON). Same result as the SDK's ``to_binary``
-    for JSON data, without its per-call object building (this is the hot path)."""
-    headers: dict[str, str] = {}
-    content_type: str | None = None
-    for key, value in event.get_attributes().items():
-        if value is None:
-            continue
-        if key == "datacontenttype":
-            content_type = value
-        else:
-            headers["ce-" + key] = _header_value(value)
-    if content_type:
-        headers["content-type"] = content_type
-    data = event.get_data()
-    if data is None:
-        return headers, b""
-    if isinstance(data, bytes):
-        return headers, data
-    if isinstance(data, bytearray | memoryview):
-        return headers, bytes(data)
-    if isinstance(data, str) and not is_json_content_type(content_type):
-        return headers, data.encode()
-    return headers, json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    """Binary content mode by the HTTP binding's rules (:func:`event_router.cebinding.to_binary`):
+    attributes as percent-encoded ``ce-`` headers, ``datacontenttype`` as Content-Type (none
+    when the event has none), the data as the body.
+
+    An event whose ``datacontenttype`` is a CloudEvents format (``application/cloudevents...``)
+    goes in structured mode instead: in binary mode its Content-Type would tell the receiver
+    "structured" (HTTP binding 3), and the receiver would read the data as the event."""
+    attrs = event.get_attributes()
+    if cebinding.media_type(attrs.get("datacontenttype")).startswith("application/cloudevents"):
+        return cebinding.to_structured(attrs, event.get_data())
+    return cebinding.to_binary(attrs, event.get_data())
 
 
 def encode_structured(event: CloudEvent) -> tuple[dict[str, str], bytes]:
-    """Structured content mode: one ``application/cloudevents+json`` document; binary data
-    goes into ``data_base64`` (as the SDK's ``to_structured``)."""
-    doc: dict[str, Any] = {k: v for k, v in event.get_attributes().items() if v is not None}
-    data = event.get_data()
-    if isinstance(data, bytes | bytearray | memoryview):
-        doc["data_base64"] = base64.b64encode(data).decode("ascii")
-    elif data is not None:
-        doc["data"] = data
-    body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
-    return {"content-type": "application/cloudevents+json"}, body
+    """Structured content mode: one ``application/cloudevents+json`` document with every
+    attribute as it is (:func:`event_router.cebinding.to_structured`)."""
+    return cebinding.to_structured(event.get_attributes(), event.get_data())
 
 
 class KnativeProcessor(Processor):
@@ -198,6 +163,10 @@ class KnativeProcessor(Processor):
             netloc = f"{netloc}:{parts.port}"
         return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
+    def preflight(self) -> None:
+        if self.cfg.destination.uri is not None:
+            destination_url(self.cfg)
+
     async def start(self) -> None:
         ref = self.cfg.destination.ref
         if self.cfg.destination.uri is None and ref is not None:
@@ -221,7 +190,9 @@ class KnativeProcessor(Processor):
             connector=aiohttp.TCPConnector(limit=16, ssl=ssl_ctx, keepalive_timeout=30),
             timeout=aiohttp.ClientTimeout(total=self.timeout),
             trust_env=False,
-            skip_auto_headers=("User-Agent",),
+            # no Content-Type of aiohttp's own (application/octet-stream) when the event has
+            # no datacontenttype: binary mode maps only datacontenttype to it
+            skip_auto_headers=("User-Agent", "Content-Type"),
             headers=headers,
         )
         log.info("knative: delivering to %s (%s encoding)", self.address(), self.cfg.encoding)
@@ -246,7 +217,13 @@ class KnativeProcessor(Processor):
         session, url = self._session, self._url
         if session is None or url is None:
             raise DeliveryError("knative processor not started")
-        headers, body = encode_structured(event) if self._structured else encode_binary(event)
+        try:
+            headers, body = encode_structured(event) if self._structured else encode_binary(event)
+        except cebinding.BindingError as err:  # not retryable: the same event fails again
+            raise DeliveryError(
+                f"knative: event {event.get('id')} cannot be sent in {self.cfg.encoding} "
+                f"encoding: {err}"
+            ) from None
 
         async def send() -> _Response:
             async with session.post(

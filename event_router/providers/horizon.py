@@ -40,6 +40,7 @@ from event_router.checkpoints import Checkpoint, CheckpointStore, CheckpointTrac
 from event_router.config.models import HorizonConfig
 from event_router.core import Provider, Publisher, RouterContext
 from event_router.events.horizon import rfc3339_millis, to_cloudevent
+from event_router.timefmt import rfc3339
 
 __all__ = [
     "AUDIT_EVENTS_PATH",
@@ -327,6 +328,8 @@ class HorizonProvider(Provider):
         self._backlog_until: int | None = None
         self.tracker: CheckpointTracker[Position] = CheckpointTracker()
         self.store: CheckpointStore | None = self._make_store()
+        if self.store is not None:
+            self.checkpoint_tracker = self.tracker
         self.checkpoint: Checkpoint | None = None
         self._saved: Checkpoint | None = None
         self._save_lock = asyncio.Lock()
@@ -627,7 +630,7 @@ class HorizonProvider(Provider):
             "lastEventTime": t,
             "lastEventTimeRFC3339": rfc3339_millis(t),
             "idsAtLastTime": list(ids),
-            "savedAt": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+            "savedAt": rfc3339(dt.datetime.now(dt.UTC), 3),
         }
 
     def _advance(self) -> None:
@@ -652,6 +655,7 @@ class HorizonProvider(Provider):
             if self._saved is not None and _same_position(self._saved, checkpoint):
                 return
             await self.store.save(checkpoint)
+            self.checkpoint_advanced_at = time.time()
             self._saved = checkpoint
             log.debug(
                 "horizon: checkpoint %s saved to %s",

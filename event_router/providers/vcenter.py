@@ -25,6 +25,7 @@ import http.client
 import logging
 import random
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -334,6 +335,8 @@ class VCenterProvider(Provider):
 
     async def run(self, publisher: Publisher) -> None:
         self._store = self.checkpoint_store()
+        if self._store is not None:
+            self.checkpoint_tracker = self._tracker
         saved = await self._load_checkpoint() if self._store is not None else None
         first = True
         delay = BACKOFF_INITIAL
@@ -514,6 +517,7 @@ class VCenterProvider(Provider):
             created=dt.datetime.now(dt.UTC),
         )
         await self._store.save(cp.to_json())
+        self.checkpoint_advanced_at = time.time()
         self._checkpointed = pos
         log.debug("vcenter %s: checkpoint at event %d", self.address(), pos.key)
 

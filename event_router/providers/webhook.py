@@ -5,7 +5,9 @@ Listens on ``eventProvider.webhook.bindAddress`` at ``path``:
 * POST only (405 with ``Allow: POST`` otherwise).
 * Binary mode (``ce-*`` headers, any body), structured mode
   (``Content-Type: application/cloudevents+json``) and batches
-  (``application/cloudevents-batch+json``, a JSON array of structured events).
+  (``application/cloudevents-batch+json``, a JSON array of structured events), decoded by
+  the HTTP binding's rules in :mod:`event_router.cebinding` (percent-decoded ``ce-``
+  headers, ``Content-Type`` as ``datacontenttype``).
 * 400 for an invalid CloudEvent (with the reason), 415 for another media type, 413 for a
   body over ``maxBodyBytes``, 401 with ``WWW-Authenticate`` when ``auth`` (basic_auth) is
   set and the credentials are missing or wrong (compared in constant time).
@@ -33,8 +35,6 @@ without a traceback, once per reason per minute (:class:`OncePerReason`).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import logging
 import math
@@ -45,6 +45,7 @@ from typing import Any
 from aiohttp import web
 from cloudevents.http import CloudEvent
 
+from event_router import cebinding
 from event_router.core import Provider, Publisher, RouterContext
 from event_router.metrics import basic_auth_checker, split_host_port
 
@@ -53,8 +54,8 @@ log = logging.getLogger(__name__)
 __all__ = ["WebhookProvider", "make_event", "parse_request"]
 
 FIELD = "eventProvider.webhook"
-STRUCTURED = "application/cloudevents+json"
-BATCH = "application/cloudevents-batch+json"
+STRUCTURED = cebinding.STRUCTURED
+BATCH = cebinding.BATCH
 #: the request headers a debug log shows as they are; any other shows as <redacted> (a client
 #: may put a token in any header: X-Gitlab-Token, X-Hub-Signature-256, X-Amz-Security-Token...)
 LOGGED_HEADERS = frozenset(
@@ -89,13 +90,6 @@ class InvalidEvent(ValueError):
 
 class UnsupportedMediaType(ValueError):
     """Neither binary mode nor a CloudEvents media type (answered 415)."""
-
-
-def _is_json(content_type: str | None) -> bool:
-    if not content_type:
-        return True
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media.endswith("/json") or media.endswith("+json")
 
 
 class NotStandardJSON(ValueError):
@@ -134,25 +128,18 @@ def strict_json(body: bytes | str) -> Any:
     )
 
 
-def _binary_unmarshaller(content_type: str | None) -> Any:
-    """Binary mode: JSON bodies are decoded (when they parse), anything else stays bytes,
-    so the event goes on exactly as it came. JSON that only parses non-standardly (NaN,
-    duplicate keys) is refused (:class:`InvalidEvent`)."""
-    json_type = _is_json(content_type)
-
-    def unmarshal(body: Any) -> Any:
-        if not body:
-            return None
-        if json_type:
-            try:
-                return strict_json(body)
-            except NotStandardJSON as err:
-                raise InvalidEvent(f"the JSON data is not standard JSON: {err}") from None
-            except (ValueError, UnicodeDecodeError, RecursionError):
-                return body
-        return body
-
-    return unmarshal
+def _binary_data(content_type: str | None, body: bytes) -> Any:
+    """:func:`event_router.cebinding.binary_data` with standard JSON only: a JSON body that
+    parses only with NaN/Infinity or a duplicate key is refused (:class:`InvalidEvent`),
+    since re-encoding would change it; one that does not parse stays bytes as there."""
+    if body and cebinding.is_json(content_type):
+        try:
+            return strict_json(body)
+        except NotStandardJSON as err:
+            raise InvalidEvent(f"the JSON data is not standard JSON: {err}") from None
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return body
+    return cebinding.binary_data(content_type, body)
 
 
 def make_event(attrs: dict[str, Any], data: Any) -> CloudEvent:
@@ -218,20 +205,10 @@ def make_event(attrs: dict[str, Any], data: Any) -> CloudEvent:
 
 
 def _structured_event(raw: Any) -> CloudEvent:
-    if not isinstance(raw, dict):
-        raise InvalidEvent(f"a structured event must be a JSON object (got {type(raw).__name__})")
-    attrs = {k: v for k, v in raw.items() if k not in ("data", "data_base64") and v is not None}
-    data: Any = raw.get("data")
-    if "data_base64" in raw:
-        if "data" in raw:
-            raise InvalidEvent("data and data_base64 are mutually exclusive")
-        encoded = raw["data_base64"]
-        if not isinstance(encoded, str):
-            raise InvalidEvent("data_base64 must be a string")
-        try:
-            data = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidEvent("data_base64 is not valid base64") from None
+    try:
+        attrs, data = cebinding.from_structured(raw)
+    except cebinding.BindingError as err:
+        raise InvalidEvent(str(err)) from None
     return make_event(attrs, data)
 
 
@@ -256,11 +233,8 @@ def parse_request(headers: dict[str, str], body: bytes) -> list[CloudEvent]:
     """
     content_type = headers.get("content-type")
     media = (content_type or "").split(";", 1)[0].strip().lower()
-    if "ce-specversion" in headers:  # binary content mode
-        attrs: dict[str, Any] = {k[3:]: v for k, v in headers.items() if k.startswith("ce-")}
-        if content_type:
-            attrs["datacontenttype"] = content_type
-        return [make_event(attrs, _binary_unmarshaller(content_type)(body))]
+    # the media type decides first (HTTP binding 3): a structured or batch request may carry
+    # ce- headers too (3.2.3), and they do not make it binary
     if media == STRUCTURED:
         return [_structured_event(_json(body, "the structured event"))]
     if media == BATCH:
@@ -274,6 +248,17 @@ def parse_request(headers: dict[str, str], body: bytes) -> list[CloudEvent]:
             except InvalidEvent as err:
                 raise InvalidEvent(f"batch item {i}: {err}") from None
         return events
+    if media.startswith("application/cloudevents"):
+        raise UnsupportedMediaType(
+            f"unsupported event format {media!r}: send Content-Type {STRUCTURED} or {BATCH}, "
+            "or a binary-mode CloudEvent"
+        )
+    if "ce-specversion" in headers:  # binary content mode
+        try:
+            attrs: dict[str, Any] = dict(cebinding.binary_attributes(headers))
+        except cebinding.BindingError as err:
+            raise InvalidEvent(str(err)) from None
+        return [make_event(attrs, _binary_data(content_type, body))]
     raise UnsupportedMediaType(
         f"unsupported media type {media or '(none)'!r}: send a binary-mode CloudEvent "
         f"(ce-specversion and other ce- headers) or Content-Type {STRUCTURED} or {BATCH}"

@@ -64,6 +64,9 @@ def start_apiserver(state: dict[str, Any], tmp: Path) -> None:
             f"--advertise-address={host}",
             f"--bind-address={host}",
             "--kubelet-preferred-address-types=InternalIP",
+            # the kubelet accepts clients of our CA only (anonymous off): logs, exec, port-forward
+            f"--kubelet-client-certificate={PKI / 'admin.crt'}",
+            f"--kubelet-client-key={PKI / 'admin.key'}",
             f"--secure-port={port}",
             f"--etcd-servers={state['etcd_url']}",
             f"--cert-dir={tmp / 'apiserver-certs'}",

@@ -132,6 +132,37 @@ def k8s_client(testenv: TestEnv) -> Iterator[client.ApiClient]:
         api.close()
 
 
+PENDING_TAINT = client.V1Taint(key="event-router.test/pods-stay-pending", effect="NoSchedule")
+
+
+@pytest.fixture(scope="module")
+def pods_stay_pending(testenv: TestEnv, k8s_client: client.ApiClient) -> Iterator[None]:
+    """For tests that play the kubelet (they write pod status themselves, to see how the
+    operator reads a Deployment's state): on the test node, a NoSchedule taint for the
+    module keeps their router pods unscheduled, so no kubelet runs them (nor overwrites the
+    status the test wrote, nor lets them reach the made-up addresses of their configs)."""
+    if not testenv.node:
+        yield
+        return
+    core = client.CoreV1Api(k8s_client)
+
+    def set_taint(on: bool) -> None:
+        node = core.read_node(testenv.node)
+        taints = [t for t in node.spec.taints or [] if t.key != PENDING_TAINT.key]
+        if on:
+            taints.append(PENDING_TAINT)
+        core.patch_node(
+            testenv.node,
+            {"spec": {"taints": [k8s_client.sanitize_for_serialization(t) for t in taints]}},
+        )
+
+    set_taint(True)
+    try:
+        yield
+    finally:
+        set_taint(False)
+
+
 def _namespace_name(nodeid: str) -> str:
     test = re.sub(r"[^a-z0-9]+", "-", nodeid.rsplit("::", 1)[-1].lower()).strip("-")
     return f"t-{test[:40].strip('-')}-{secrets.token_hex(3)}"

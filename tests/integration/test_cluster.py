@@ -81,6 +81,9 @@ def ns(operator: TestEnv) -> Iterator[str]:
     try:
         yield name
     finally:
+        # RouterConfigs first, while the operator runs (their finalizers need it), then the rest
+        kubectl("delete", "routerconfigs", "--all", "-n", name, "--wait=true", "--timeout=60s",
+                check=False)  # fmt: skip
         kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
@@ -129,6 +132,11 @@ def vcenter_routerconfig(name: str, env: TestEnv, destination: dict[str, Any]) -
     }
 
 
+def uri_of(sink: CloudEventSink) -> dict[str, Any]:
+    """The CRD's object form of a destination URI (the original's)."""
+    return {"scheme": "http", "host": sink.host, "port": sink.port, "path": "/"}
+
+
 def apply(ns: str, obj: dict[str, Any]) -> None:
     kubectl("apply", "-n", ns, "-f", "-", input_=json.dumps(obj))
 
@@ -173,12 +181,24 @@ def vcsim(operator: TestEnv) -> Iterator[Vcsim]:
         v.close()
 
 
+def router_logs() -> str:
+    """The last lines of every router pod's log, for a failure's message."""
+    out = []
+    pods = kubectl_json("get", "pods", "-A", "-l", ROUTER_LABEL)["items"]
+    for p in pods:
+        ns, name = p["metadata"]["namespace"], p["metadata"]["name"]
+        log = kubectl("logs", "-n", ns, name, "--tail=30", check=False)
+        out.append(f"\n--- {ns}/{name} ---\n{log}")
+    return "".join(out)
+
+
 def messages(sink: CloudEventSink) -> list[str]:
+    """The ``Message`` of every vCenter event the sink got (GeneralUserEvent's text)."""
     out = []
     for e in sink.events:
         data = e.get_data()
-        if isinstance(data, dict) and isinstance(data.get("FullFormattedMessage"), str):
-            out.append(data["FullFormattedMessage"])
+        if isinstance(data, dict) and isinstance(data.get("Message"), str):
+            out.append(data["Message"])
     return out
 
 
@@ -188,7 +208,10 @@ async def wait_messages(sink: CloudEventSink, wanted: list[str], within: float) 
     while not set(wanted) <= set(messages(sink)):
         if loop.time() > deadline:
             missing = sorted(set(wanted) - set(messages(sink)))
-            raise AssertionError(f"{len(missing)} events never arrived: {missing[:10]}")
+            raise AssertionError(
+                f"{len(missing)} events never arrived: {missing[:10]} (the sink got"
+                f" {len(sink.events)} events){router_logs()}"
+            )
         await asyncio.sleep(0.3)
 
 
@@ -210,7 +233,7 @@ async def test_vcenter_to_uri_router_pod_delivers_survives_pod_loss_and_rolls(
 ) -> None:
     vcsim_secret(ns, operator)
     rc = "vc-uri"
-    apply(ns, vcenter_routerconfig(rc, operator, {"uri": sink.url}))
+    apply(ns, vcenter_routerconfig(rc, operator, {"uri": uri_of(sink)}))
     pod = await asyncio.to_thread(router_pod, ns, rc)
     await asyncio.to_thread(routerconfig_ready, ns, rc)
     first = vcsim.post("pod-a", 3)
@@ -259,7 +282,7 @@ async def test_vcenter_to_uri_router_pod_delivers_survives_pod_loss_and_rolls(
     deployment = f"{rc}-router"
     before = kubectl_json("get", "deployment", "-n", ns, deployment)
     old_hash = before["spec"]["template"]["metadata"]["annotations"]
-    changed = vcenter_routerconfig(rc, operator, {"uri": sink.url})
+    changed = vcenter_routerconfig(rc, operator, {"uri": uri_of(sink)})
     changed["spec"]["eventProcessor"]["knative"]["encoding"] = "binary"
     apply(ns, changed)
     await asyncio.to_thread(
@@ -340,7 +363,7 @@ async def test_webhook_router_pod_behind_its_service(
             "eventProvider": {"type": "webhook", "name": "hook",
                               "webhook": {"bindAddress": "0.0.0.0:8080", "path": "/webhook"}},
             "eventProcessor": {"type": "knative", "name": "sink",
-                               "knative": {"destination": {"uri": sink.url}}},
+                               "knative": {"destination": {"uri": uri_of(sink)}}},
         },
     })  # fmt: skip
     await asyncio.to_thread(router_pod, ns, rc)
@@ -360,3 +383,97 @@ async def test_webhook_router_pod_behind_its_service(
     assert statuses == [202] * 5
     events = await sink.wait_for(5, timeout=30)
     assert sorted(e["id"] for e in events) == [f"hook-{i}" for i in range(5)]
+
+
+def _operator_pods(app: str) -> list[dict[str, Any]]:
+    return ready_pods(OPERATOR_NS, f"app.kubernetes.io/name={app}")
+
+
+def _set_peering_lifetime(seconds: int | None) -> None:
+    value = f"EVENT_ROUTER_OPERATOR_PEERING_LIFETIME={seconds}" if seconds else (
+        "EVENT_ROUTER_OPERATOR_PEERING_LIFETIME-")  # fmt: skip
+    kubectl("set", "env", "-n", OPERATOR_NS, "deployment/event-router-operator", value)
+    wait_for(
+        lambda: (
+            (d := kubectl_json("get", "deployment", "-n", OPERATOR_NS, "event-router-operator"))
+            and d["status"].get("observedGeneration") == d["metadata"]["generation"]
+            and d["status"].get("updatedReplicas") == 1
+            and d["status"].get("readyReplicas") == 1
+            and len(_operator_pods("event-router-operator")) == 1
+        ),
+        180,
+        "the operator rolled with the new peering lifetime",
+    )
+
+
+async def test_two_operator_replicas_one_acts_and_a_hung_one_hands_over(
+    operator: TestEnv, ns: str, sink: CloudEventSink, vcsim: Vcsim
+) -> None:
+    """A standby Deployment (the shipped one, renamed, ``--priority=-1``) pauses while the
+    shipped replica acts; when the active replica hangs (SIGSTOP: no goodbye, as when its node
+    is lost), the standby takes over once the active entry is older than the peering lifetime
+    (10 s here) and new RouterConfigs get router pods. Runs last: it restarts the operator."""
+    lifetime = 10
+    standby_name = "event-router-operator-standby"
+    await asyncio.to_thread(_set_peering_lifetime, lifetime)
+    primary = _operator_pods("event-router-operator")[0]
+    standby = kubectl_json("get", "deployment", "-n", OPERATOR_NS, "event-router-operator")
+    for key in ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields",
+                "annotations"):  # fmt: skip
+        standby["metadata"].pop(key, None)
+    standby.pop("status", None)
+    standby["metadata"]["name"] = standby_name
+    labels = {"app.kubernetes.io/name": standby_name, "app.kubernetes.io/part-of": "event-router"}
+    standby["metadata"]["labels"] = labels
+    standby["spec"]["selector"] = {"matchLabels": {"app.kubernetes.io/name": standby_name}}
+    standby["spec"]["template"]["metadata"]["labels"] = labels
+    container = standby["spec"]["template"]["spec"]["containers"][0]
+    container["command"] = [*container["command"], "--priority=-1"]
+    kubectl("apply", "-f", "-", input_=json.dumps(standby))
+    stopped_cid = ""
+    try:
+        spod = await asyncio.to_thread(
+            wait_for, lambda: _operator_pods(standby_name), 120, "the standby operator pod Ready"
+        )
+        spod_name = spod[0]["metadata"]["name"]
+        await asyncio.to_thread(
+            wait_for,
+            lambda: (
+                spod_name
+                in (kubectl_json("get", "clusterkopfpeering", "event-router").get("status") or {})
+            ),
+            60,
+            "the standby to register in the ClusterKopfPeering",
+        )
+
+        # the shipped replica acts: a RouterConfig becomes a router pod, events arrive
+        vcsim_secret(ns, operator)
+        apply(ns, vcenter_routerconfig("before", operator, {"uri": uri_of(sink)}))
+        await asyncio.to_thread(router_pod, ns, "before")
+        await asyncio.to_thread(routerconfig_ready, ns, "before")
+        await wait_messages(sink, vcsim.post("ha-a", 2), 60)
+        standby_logs = kubectl("logs", "-n", OPERATOR_NS, spod_name)
+        assert "now ACTIVE" not in standby_logs, standby_logs[-2000:]
+
+        # the active replica hangs: no goodbye, its peering entry ages
+        stopped_cid = primary["status"]["containerStatuses"][0]["containerID"]
+        kill_container(STATE_DIR, stopped_cid, signal="SIGSTOP")
+        t0 = asyncio.get_running_loop().time()
+        apply(ns, vcenter_routerconfig("after", operator, {"uri": uri_of(sink)}))
+        await asyncio.to_thread(
+            wait_for,
+            lambda: "now ACTIVE" in kubectl("logs", "-n", OPERATOR_NS, spod_name),
+            lifetime * 6,
+            "the standby to take over",
+        )
+        await asyncio.to_thread(router_pod, ns, "after")
+        await asyncio.to_thread(routerconfig_ready, ns, "after")
+        took = asyncio.get_running_loop().time() - t0
+        print(f"standby took over and deployed a new router pod {took:.1f}s after the hang")
+        await wait_messages(sink, vcsim.post("ha-b", 2), 60)
+    finally:
+        if stopped_cid:  # SIGKILL reaches a stopped process; the kubelet restarts it
+            kill_container(STATE_DIR, stopped_cid, check=False)
+        kubectl("delete", "deployment", "-n", OPERATOR_NS, standby_name, "--wait=true",
+                "--timeout=120s", check=False)  # fmt: skip
+        await asyncio.to_thread(_set_peering_lifetime, None)

@@ -47,6 +47,11 @@ REPO = Path(__file__).resolve().parents[2]
 RC_API = "event-router.vmware.com/v1alpha1"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _router_pods_stay_pending(pods_stay_pending: None) -> None:
+    """The test node never runs these tests' router pods (see the fixture)."""
+
+
 @pytest.fixture(scope="module")
 def api(k8s_client: client.ApiClient) -> client.ApiClient:
     install_crd(k8s_client)

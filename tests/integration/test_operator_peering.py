@@ -134,7 +134,7 @@ async def test_only_the_active_replica_acts_and_the_standby_takes_over(
                 20,
                 "low paused and its router stopped",
             )
-            assert "PAUSED (replica" in low.log(20000)
+            assert "PAUSED (standby behind replica" in low.log(20000)
             await asyncio.to_thread(post_general_events, si, 10, "two")
             await _wait_messages(sink, {f"two-{i}" for i in range(10)}, 30)
             # the paused replica polls vcsim no more: give it a few of its resync periods

@@ -88,8 +88,11 @@ def image_in_node(state_dir: Path) -> bool:
     return IMAGE in r.stdout.split()
 
 
-def kill_container(state_dir: Path, container_id: str) -> None:
-    """kill -9 of a pod's container (its id as in the pod status, ``containerd://<id>``)."""
+def kill_container(
+    state_dir: Path, container_id: str, signal: str = "SIGKILL", check: bool = True
+) -> None:
+    """kill -9 (or another signal) of a pod's container's task (its id as in the pod status,
+    ``containerd://<id>``)."""
     state = json.loads((state_dir / "state.json").read_text())
     cid = container_id.split("://", 1)[-1]
     subprocess.run(
@@ -102,9 +105,9 @@ def kill_container(state_dir: Path, container_id: str) -> None:
             "tasks",
             "kill",
             "-s",
-            "SIGKILL",
+            signal,
             cid,
         ],
-        check=True,
+        check=check,
         capture_output=True,
     )

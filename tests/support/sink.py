@@ -1,7 +1,10 @@
 """A real CloudEvents HTTP sink for tests: an aiohttp server on 127.0.0.1:<ephemeral port>.
 
 It decodes each request with the cloudevents SDK (binary, structured, and
-``application/cloudevents-batch+json``) and records the events. ``fail_next(n, status)``
+``application/cloudevents-batch+json``) and records the events; the SDK does not undo the
+HTTP binding's percent-encoding of ``ce-`` header values (3.1.3.2), so the sink does that
+first, with the standard library's ``urllib.parse.unquote`` (an implementation apart from the
+router's). ``raw`` keeps every request's headers and body as they arrived. ``fail_next(n, status)``
 makes the next ``n`` requests answer ``status`` (the event is then *not* recorded, as a
 real sink that failed would not have processed it). ``delay`` slows every answer (for
 backpressure tests); ``auth`` = (username, password) makes it demand basic auth (401);
@@ -19,7 +22,9 @@ import base64
 import json
 import ssl
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote, unquote
 
 from aiohttp import web
 from cloudevents.conversion import to_dict
@@ -50,6 +55,8 @@ class CloudEventSink:
         self.requests = 0
         #: raw headers of every request, in order (lower-cased names)
         self.request_headers: list[dict[str, str]] = []
+        #: (headers with lower-cased names, body) of every request that was decoded
+        self.raw: list[tuple[dict[str, str], bytes]] = []
         #: the client's (host, port) of every request, in order: one port = one connection
         self.peers: list[tuple[str, int]] = []
         #: requests currently being handled (for concurrency assertions)
@@ -138,6 +145,7 @@ class CloudEventSink:
                 if self._location:
                     headers["Location"] = self._location
                 return web.Response(status=status, headers=headers, text="injected failure")
+            self.raw.append(({k.lower(): v for k, v in request.headers.items()}, body))
             try:
                 events = self._decode(request, body)
             except Exception as err:  # the SDK raises several exception types
@@ -163,7 +171,15 @@ class CloudEventSink:
                 from_http({"content-type": "application/cloudevents+json"}, json.dumps(i))
                 for i in items
             ]
-        return [from_http(dict(request.headers), body)]
+        return [from_http(percent_decoded(request.headers), body)]
+
+
+def percent_decoded(headers: Mapping[str, str]) -> dict[str, str]:
+    """Headers with the ``ce-`` values percent-decoded (UTF-8, strict), names lower-cased."""
+    return {
+        k.lower(): unquote(v, errors="strict") if k.lower().startswith("ce-") else v
+        for k, v in headers.items()
+    }
 
 
 def event_dict(event: CloudEvent) -> dict[str, Any]:
@@ -171,4 +187,24 @@ def event_dict(event: CloudEvent) -> dict[str, Any]:
     return to_dict(event)
 
 
-__all__ = ["BATCH_MEDIA_TYPE", "CloudEventSink", "event_dict", "from_dict"]
+#: what HTTP binding 3.1.3.2 leaves unencoded: printable ASCII but '"' and '%'
+_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
+
+
+def percent_encoded(headers: Mapping[str, Any]) -> dict[str, str]:
+    """Headers (e.g. of the SDK's ``to_binary``, which does not encode) with the ``ce-``
+    values percent-encoded as HTTP binding 3.1.3.2 says, by ``urllib.parse.quote``."""
+    return {
+        k: quote(str(v), safe=_HEADER_SAFE) if k.lower().startswith("ce-") else str(v)
+        for k, v in headers.items()
+    }
+
+
+__all__ = [
+    "BATCH_MEDIA_TYPE",
+    "CloudEventSink",
+    "event_dict",
+    "from_dict",
+    "percent_decoded",
+    "percent_encoded",
+]

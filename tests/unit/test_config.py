@@ -88,7 +88,14 @@ def test_openfaas_async_alias_and_iam_role() -> None:
     [
         ({"scheme": "http", "host": "gateway.corp.local"}, "http://gateway.corp.local"),
         ({"scheme": "https", "host": "h", "port": 8443, "path": "/in"}, "https://h:8443/in"),
-        ({"scheme": "http", "host": "::1", "port": 80}, "http://[::1]:80"),
+        ({"scheme": "http", "host": "[::1]", "port": 80}, "http://[::1]:80"),
+        # the original's forms: Go's net/url Host carries the port
+        ({"scheme": "http", "host": "gateway.corp.local:8080"}, "http://gateway.corp.local:8080"),
+        ({"scheme": "http", "host": "127.0.0.1:18082", "path": "x"}, "http://127.0.0.1:18082/x"),
+        ({"scheme": "https", "host": "[::1]:8443", "path": "/in"}, "https://[::1]:8443/in"),
+        ({"scheme": "http", "host": "[fe80::1%eth0]"}, "http://[fe80::1%eth0]"),
+        # the path escaped as Go's url.URL.EscapedPath does
+        ({"scheme": "http", "host": "h", "path": "/a b/%/?;=@"}, "http://h/a%20b/%25/%3F;=@"),
         ("http://127.0.0.1:9000/events?x=1", "http://127.0.0.1:9000/events?x=1"),
     ],
 )
@@ -239,6 +246,14 @@ MALFORMED: list[tuple[str, str, dict[str, Any], str, str]] = [
     ("uri-string", VK, {DEST: {"uri": "gateway.local"}}, f"{DEST}.uri:", "http:// or https://"),
     ("uri-port", VK, {DEST: {"uri": {"scheme": "http", "host": "x", "port": 70000}}},
      f"{DEST}.uri.port:", "65535"),
+    ("uri-two-ports", VK, {DEST: {"uri": {"scheme": "http", "host": "x:8080", "port": 9090}}},
+     f"{DEST}.uri.port:", "not allowed when host carries a port too"),
+    ("uri-host-port", VK, {DEST: {"uri": {"scheme": "http", "host": "x:99999"}}},
+     f"{DEST}.uri.host:", "port '99999' is not a number from 1 to 65535"),
+    ("uri-bare-ipv6", VK, {DEST: {"uri": {"scheme": "http", "host": "::1"}}},
+     f"{DEST}.uri.host:", "IPv6 hosts are written in brackets"),
+    ("uri-host-path", VK, {DEST: {"uri": {"scheme": "http", "host": "h/x"}}},
+     f"{DEST}.uri.host:", "scheme and path are fields of their own"),
     ("ref-kind", VK, {f"{DEST}.ref.kind": DROP}, f"{DEST}.ref.kind:", "required"),
     ("knative-auth", VK, {"eventProcessor.knative.auth": AK}, "eventProcessor.knative.auth.type:",
      "allowed: basic_auth"),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import httpx
 import pytest
 
+from event_router.checkpoints import CheckpointTracker
 from event_router.config.models import Auth
 from event_router.metrics import (
     MAX_DISTINCT,
@@ -96,3 +98,41 @@ async def test_readyz_follows_readiness() -> None:
             assert (await client.get(server.url + "/stats")).json() == {}
     finally:
         await server.stop()
+
+
+class _FakeProvider:
+    def __init__(self) -> None:
+        self.ready = False
+        self.checkpoint_tracker: CheckpointTracker[int] | None = None
+        self.checkpoint_advanced_at: float | None = None
+
+
+async def test_provider_connected_and_checkpoint_series() -> None:
+    m = RouterMetrics({"namespace": "ns", "routerconfig": "rc"})
+    p = _FakeProvider()
+    m.watch_provider("vcenter", p)
+    text = m.render().decode()
+    labels = 'namespace="ns",provider="vcenter",routerconfig="rc"'
+    assert f"event_router_provider_connected{{{labels}}} 0.0" in text
+    # no checkpoint store: no checkpoint series at all
+    assert "event_router_checkpoint" not in text
+
+    p.ready = True
+    tracker: CheckpointTracker[int] = CheckpointTracker()
+    p.checkpoint_tracker = tracker
+    loop = asyncio.get_running_loop()
+    tickets = [loop.create_future() for _ in range(3)]
+    for i, t in enumerate(tickets):
+        tracker.add(i, t)
+    tickets[0].set_result(True)
+    tickets[1].set_result(False)  # not delivered: the checkpoint stays before it for good
+    assert tracker.advance() == 0
+    tracker.add(3, loop.create_future())
+    p.checkpoint_advanced_at = 1700000000.5
+    text = m.render().decode()
+    assert f"event_router_provider_connected{{{labels}}} 1.0" in text
+    assert f"event_router_checkpoint_pending_events{{{labels}}} 3.0" in text
+    assert (
+        f"event_router_checkpoint_last_advanced_timestamp_seconds{{{labels}}} 1.7000000005e+09"
+        in text
+    )

@@ -528,6 +528,39 @@ BIND_ADDRESSES: list[tuple[str, bool]] = [
     ("[fe80::1%a b]:80", False),
     ("[::1]:80]:90", False),
 ]
+# destination.uri.host: Go's net/url Host (the port may be in it), IPv6 in brackets
+URI_HOSTS: list[tuple[str, bool]] = [
+    ("gateway.corp.local", True),
+    ("gateway.corp.local:8080", True),
+    ("127.0.0.1", True),
+    ("127.0.0.1:18082", True),
+    ("[::1]", True),
+    ("[::1]:8080", True),
+    ("[fe80::1%eth0]:9000", True),
+    (f"{HOST_253}", True),
+    (f"{HOST_253}:80", True),
+    ("sink.svc.cluster.local.:08080", True),
+    ("localhost", True),
+    ("_svc-1.example", True),
+    ("[2001:db8::1]", True),
+    ("[::ffff:192.0.2.1]", True),
+    ("", False),
+    ("::1", False),
+    ("::1:8080", False),
+    ("[::1", False),
+    ("[::1]8080", False),
+    ("[zz]:80", False),
+    ("host:", False),
+    ("host:0", False),
+    ("host:65536", False),
+    (":8080", False),
+    ("h/x", False),
+    ("user@h", False),
+    ("bad host", False),
+    (f"{HOST_253}c", False),  # 254 characters
+    (f"{HOST_253}c:80", False),
+    ("host:80\n", False),
+]
 REGIONS: list[tuple[str, bool]] = [
     ("us-west-1", True),
     ("eu-central-1", True),
@@ -601,6 +634,20 @@ Corpus = list[tuple[str, bool]]
 Data = Callable[[str], Any]
 #: field -> (corpus, the router's model and data, the CRD's model and data)
 AGREEMENT: dict[str, tuple[Corpus, Any, Data, Any, Data]] = {
+    "knative.destination.uri.host": (
+        URI_HOSTS,
+        models.URIObject,
+        lambda v: {"scheme": "http", "host": v},
+        crd.URISpec,
+        lambda v: {"scheme": "http", "host": v},
+    ),
+    "knative.destination.uri.host with port": (
+        [(h, ok and not re.search(":[0-9]+$", h)) for h, ok in URI_HOSTS],
+        models.URIObject,
+        lambda v: {"scheme": "http", "host": v, "port": 80},
+        crd.URISpec,
+        lambda v: {"scheme": "http", "host": v, "port": 80},
+    ),
     "webhook.bindAddress": (
         BIND_ADDRESSES,
         models.WebhookConfig,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
+from typing import Any
 
 from event_router.operator.peering import may_act
 
@@ -112,3 +114,61 @@ async def test_gate_retries_a_failed_state_change() -> None:
         pass
     assert gate.active is False  # not taken as done
     assert await gate.check() is True and calls == [True, True]
+
+
+async def test_a_pause_nobody_covers_is_a_problem_a_standby_is_not(caplog: Any) -> None:
+    """/readyz and an ERROR say why when this replica cannot act and no other one does;
+    a standby behind a live replica of a higher priority is healthy."""
+    from kubernetes.client.exceptions import ApiException
+
+    from event_router.operator.peering import PeeringGate
+
+    api = FakeAPI()
+    api.status = {"me": live(10), "big": live(100)}
+
+    async def on_change(active: bool) -> None:
+        pass
+
+    gate = PeeringGate(api.get, "event-router", [], "me", 10, on_change)
+    gate.grace = 0.05
+    assert await gate.check() is False and gate.standby and gate.healthy
+    await asyncio.sleep(0.1)
+    assert gate.problem() is None  # a standby stays healthy however long
+    api.status = {"me": live(10), "twin": live(10)}  # equal priorities: kopf pauses both
+    assert await gate.check() is False and not gate.standby
+    assert gate.healthy  # within the grace
+    await asyncio.sleep(0.1)
+    with caplog.at_level(logging.ERROR, logger="event_router.operator.peering"):
+        await gate.check()
+    problem = gate.problem()
+    assert problem is not None and "same priority" in problem and not gate.healthy
+    assert any(r.levelno == logging.ERROR and "get no status" in r.message for r in caplog.records)
+    api.fail = ApiException(status=404, reason="Not Found")
+    await gate.check()
+    problem = gate.problem()
+    assert problem is not None and "does not exist" in problem
+    assert "manifests/peering.yaml" in problem and "--standalone" in problem
+    api.fail, api.status = None, {"me": live(10)}
+    assert await gate.check() is True and gate.healthy
+
+
+def test_explicit_peering_is_known(monkeypatch: Any) -> None:
+    from event_router.operator.main import parse_args
+
+    monkeypatch.delenv("EVENT_ROUTER_OPERATOR_PEERING", raising=False)
+    args = parse_args([])
+    assert args.peering == "event-router" and not args.peering_explicit
+    args = parse_args(["--peering", "team-a"])
+    assert args.peering == "team-a" and args.peering_explicit
+    monkeypatch.setenv("EVENT_ROUTER_OPERATOR_PEERING", "from-env")
+    args = parse_args([])
+    assert args.peering == "from-env" and args.peering_explicit
+
+
+def test_missing_peering_message_names_the_object_and_the_fix() -> None:
+    from event_router.operator.peering import missing_peering_message
+
+    text = missing_peering_message("team-a", [])
+    assert "ClusterKopfPeering 'team-a'" in text and "manifests/peering.yaml" in text
+    text = missing_peering_message("team-a", ["ns1"])
+    assert "KopfPeering 'team-a' in namespace ns1" in text
