@@ -195,7 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         secret = {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": "vc-creds"},
+            "metadata": {
+                "name": "vc-creds",
+                "annotations": {"event-router.vmware.com/routerconfigs": "*"},
+            },
             "type": "kubernetes.io/basic-auth",
             "stringData": {"username": "u", "password": "p"},
         }

@@ -24,7 +24,12 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from event_router import __version__
-from event_router.config.loader import ConfigError, check_files, load_config
+from event_router.config.loader import (
+    CREDENTIALS_DIR_ENV,
+    ConfigError,
+    check_files,
+    load_config,
+)
 from event_router.config.models import BasicAuth, RouterConfig
 from event_router.kubeclient import ENV_NAMESPACE, own_namespace
 from event_router.logsetup import LEVELS, REDACTOR, setup_logging
@@ -40,6 +45,8 @@ ENV_CHECKPOINT_CONFIGMAP = "EVENT_ROUTER_CHECKPOINT_CONFIGMAP"
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+#: Ctrl-C before the router ran (while reading or validating the config): 128 + SIGINT
+EXIT_INTERRUPTED = 130
 
 log = logging.getLogger("event_router.cli")
 
@@ -305,6 +312,22 @@ def _print_errors(errors: Sequence[str]) -> None:
         print(line, file=sys.stderr)
 
 
+def _validate(path: str) -> int:
+    """``-validate``: one line per problem on stderr and 2, or one line on stdout and 0."""
+    try:
+        config = load_config(path, credentials_dir=os.environ.get(CREDENTIALS_DIR_ENV))
+    except ConfigError as exc:
+        _print_errors(exc.errors)
+        return EXIT_USAGE
+    errors = check_files(config) or build_errors(config)
+    if errors:
+        _print_errors(errors)
+        return EXIT_USAGE
+    ep, pp = config.eventProvider, config.eventProcessor
+    print(f"{path}: valid (provider {ep.type} {ep.name!r} -> processor {pp.type} {pp.name!r})")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -317,29 +340,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.validate:
         try:
-            config = load_config(args.config)
-        except ConfigError as exc:
-            _print_errors(exc.errors)
-            return EXIT_USAGE
-        errors = check_files(config) or build_errors(config)
-        if errors:
-            _print_errors(errors)
-            return EXIT_USAGE
-        ep, pp = config.eventProvider, config.eventProcessor
-        print(
-            f"{args.config}: valid (provider {ep.type} {ep.name!r} -> "
-            f"processor {pp.type} {pp.name!r})"
-        )
-        return EXIT_OK
+            return _validate(args.config)
+        except KeyboardInterrupt:
+            print(f"{args.config}: interrupted (Ctrl-C) during -validate", file=sys.stderr)
+            return EXIT_INTERRUPTED
 
     setup_logging(args.log_level, args.log_json)
     if not args.log_json and sys.stderr.isatty():
         sys.stderr.write(BANNER + "\n")
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, credentials_dir=os.environ.get(CREDENTIALS_DIR_ENV))
         errors = check_files(config)
         if errors:
             raise ConfigError(errors, args.config)
+    except KeyboardInterrupt:
+        log.error("interrupted (Ctrl-C) while reading the config %s", args.config)
+        return EXIT_INTERRUPTED
     except ConfigError as exc:
         log.error("invalid config %s (%d problem(s))", args.config, len(exc.errors))
         for line in exc.errors:

@@ -95,12 +95,16 @@ def basic_auth_checker(auth: Auth | None, *, field: str) -> Callable[[str | None
             f"allowed: basic_auth with {field}.basicAuth)"
         )
     secret = f"{auth.basicAuth.username}:{auth.basicAuth.password.get_secret_value()}"
-    expected = ("Basic " + base64.b64encode(secret.encode()).decode()).encode()
+    expected = base64.b64encode(secret.encode())
 
     def check(header: str | None) -> bool:
-        given = (header or "").encode("utf-8", "surrogateescape")
+        # RFC 7235: the scheme is case-insensitive (Basic, basic, BASIC), then one or more
+        # spaces, then the credentials (token68, compared exactly)
+        scheme, _, credentials = (header or "").strip(" \t").partition(" ")
+        given = credentials.strip(" ").encode("utf-8", "surrogateescape")
         # compare_digest runs in time independent of where the strings differ
-        return hmac.compare_digest(given, expected)
+        same = hmac.compare_digest(given, expected)
+        return same and scheme.lower() == "basic"
 
     return check
 

@@ -193,7 +193,11 @@ async def main() -> int:
         secret = {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": "vcsim-creds"},
+            "metadata": {
+                "name": "vcsim-creds",
+                # the Secret's consent (docs/operator.md, Security)
+                "annotations": {"event-router.vmware.com/routerconfigs": "vcsim-to-display"},
+            },
             "type": "kubernetes.io/basic-auth",
             "stringData": {
                 "username": os.environ["VCSIM_USERNAME"],

@@ -62,6 +62,9 @@ async def main() -> int:
         kubectl("create", "secret", "generic", "vcsim-creds", "-n", NS,
                 f"--from-literal=username={os.environ['VCSIM_USERNAME']}",
                 f"--from-literal=password={os.environ['VCSIM_PASSWORD']}", check=False)  # fmt: skip
+        # the Secret's consent: RouterConfig vcsim-to-display may use it (docs/operator.md)
+        kubectl("annotate", "--overwrite", "secret", "vcsim-creds", "-n", NS,
+                "event-router.vmware.com/routerconfigs=vcsim-to-display")  # fmt: skip
         rc = {
             "apiVersion": "event-router.vmware.com/v1alpha1",
             "kind": "RouterConfig",

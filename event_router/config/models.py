@@ -15,6 +15,7 @@ line ``<field.path>: <message>``.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
@@ -39,9 +40,40 @@ ERROR_TYPE = "router_config"
 
 
 class Strict(BaseModel):
-    """Base: unknown fields are rejected."""
+    """Base: unknown fields are rejected, and numbers are finite (no ``.inf``/``.nan``)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
+
+
+# --- bounds of every duration and count (also in the CRD and the JSON schema) ------------
+#
+# (minimum, maximum), both allowed. Durations in seconds. A minimum keeps an idle router
+# from spinning (``periodSeconds: 0.000001``), a maximum keeps a duration a duration
+# (``maxAgeSeconds: 1e300`` overflows every date computation).
+
+CHECKPOINT_PERIOD_SECONDS = (0.1, 3600.0)
+CHECKPOINT_MAX_AGE_SECONDS = (0.0, 31_536_000.0)  # 365 days
+HORIZON_POLL_SECONDS = (0.05, 300.0)
+OPENFAAS_REFRESH_SECONDS = (0.1, 3600.0)
+EVENTBRIDGE_RULE_REFRESH_SECONDS = (0.1, 86_400.0)
+PAGE_SIZE = (1, 1000)
+WEBHOOK_MAX_BODY_BYTES = (1024, 64 * 1_048_576)
+PORT = (1, 65535)
+MAX_ROOT_CAS = 16
+#: names (``metadata.name``, ``eventProvider.name``, ...): length, and no control characters
+NAME_MAX_LENGTH = 253
+#: any other string of the config
+STRING_MAX_LENGTH = 4096
+
+
+def Seconds(default: float, bounds: tuple[float, float]) -> Any:
+    """A duration field: a finite number in ``bounds`` (booleans are not numbers)."""
+    return Field(default=default, ge=bounds[0], le=bounds[1], strict=True)
+
+
+def Count(default: int, bounds: tuple[int, int]) -> Any:
+    """A count field: an integer in ``bounds`` (not a boolean, not 5.0, not "5")."""
+    return Field(default=default, ge=bounds[0], le=bounds[1], strict=True)
 
 
 _URL_PASSWORD = re.compile(r"(//[^/@:\s]*:)[^@/\s]*@")
@@ -280,9 +312,25 @@ def _check_path(value: str) -> str:
     return value
 
 
-BindAddress = Annotated[str, AfterValidator(_check_bind_address)]
-HttpURL = Annotated[str, AfterValidator(_check_http_url)]
-NonEmpty = Annotated[str, Field(min_length=1)]
+def _no_control_characters(value: str) -> str:
+    for ch in value:
+        if unicodedata.category(ch) == "Cc":
+            raise ValueError(
+                f"must not hold control characters (found U+{ord(ch):04X}; allowed: "
+                "printable characters)"
+            )
+    return value
+
+
+_Printable = AfterValidator(_no_control_characters)
+BindAddress = Annotated[
+    str, Field(max_length=STRING_MAX_LENGTH), _Printable, AfterValidator(_check_bind_address)
+]
+HttpURL = Annotated[str, Field(max_length=2048), _Printable, AfterValidator(_check_http_url)]
+NonEmpty = Annotated[str, Field(min_length=1, max_length=STRING_MAX_LENGTH), _Printable]
+#: a name: 1 to NAME_MAX_LENGTH printable characters
+Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX_LENGTH), _Printable]
+Secret = Annotated[SecretStr, Field(min_length=1, max_length=STRING_MAX_LENGTH)]
 
 
 # --- auth -------------------------------------------------------------------------------
@@ -290,18 +338,18 @@ NonEmpty = Annotated[str, Field(min_length=1)]
 
 class BasicAuth(Strict):
     username: NonEmpty
-    password: SecretStr = Field(min_length=1)
+    password: Secret
 
 
 class AWSAccessKeyAuth(Strict):
     accessKey: NonEmpty
-    secretKey: SecretStr = Field(min_length=1)
+    secretKey: Secret
 
 
 class ActiveDirectoryAuth(Strict):
     domain: NonEmpty
     username: NonEmpty
-    password: SecretStr = Field(min_length=1)
+    password: Secret
 
 
 AuthType = Literal["basic_auth", "aws_access_key", "aws_iam_role", "active_directory"]
@@ -312,6 +360,16 @@ AUTH_BLOCKS: dict[str, str | None] = {
     "aws_access_key": "awsAccessKeyAuth",
     "aws_iam_role": None,
     "active_directory": "activeDirectoryAuth",
+}
+
+
+#: the keys (files) each auth type's credentials consist of, in the operator's Secrets and
+#: in a credentials directory (:func:`event_router.config.loader.resolve_credentials`)
+CREDENTIAL_KEYS: dict[str, tuple[str, ...]] = {
+    "basic_auth": ("username", "password"),
+    "active_directory": ("domain", "username", "password"),
+    "aws_access_key": ("accessKey", "secretKey"),
+    "aws_iam_role": (),
 }
 
 
@@ -367,7 +425,7 @@ class VCenterConfig(Strict):
     checkpointDir: NonEmpty = "./checkpoints"
     auth: Auth
     # extensions of ours
-    pageSize: int = Field(default=100, ge=1, le=1000)
+    pageSize: int = Count(100, PAGE_SIZE)
     typeStyle: TypeStyle = "router"
 
     @model_validator(mode="after")
@@ -399,7 +457,7 @@ class HorizonConfig(Strict):
     checkpointDir: NonEmpty = "./checkpoints"
     auth: Auth
     # extensions of ours
-    pollIntervalSeconds: float = Field(default=1.0, gt=0, le=300)
+    pollIntervalSeconds: float = Seconds(1.0, HORIZON_POLL_SECONDS)
     typeStyle: TypeStyle = "router"
 
     @model_validator(mode="after")
@@ -416,10 +474,12 @@ class HorizonConfig(Strict):
 
 class WebhookConfig(Strict):
     bindAddress: BindAddress
-    path: Annotated[str, Field(max_length=WEBHOOK_PATH_MAX_LENGTH), AfterValidator(_check_path)]
+    path: Annotated[
+        str, Field(max_length=WEBHOOK_PATH_MAX_LENGTH), _Printable, AfterValidator(_check_path)
+    ]
     auth: Auth | None = None
     # extension of ours
-    maxBodyBytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    maxBodyBytes: int = Count(1_048_576, WEBHOOK_MAX_BODY_BYTES)
 
     @model_validator(mode="after")
     def _auth(self) -> WebhookConfig:
@@ -449,7 +509,7 @@ def check_type_block(problems: Problems, obj: BaseModel, blocks: dict[str, str])
 
 class EventProvider(Strict):
     type: ProviderType
-    name: NonEmpty
+    name: Name
     vcenter: VCenterConfig | None = None
     horizon: HorizonConfig | None = None
     webhook: WebhookConfig | None = None
@@ -483,9 +543,12 @@ class URIObject(Strict):
     ``path``; ``port`` is an extension of ours (not together with a port in ``host``)."""
 
     scheme: Literal["http", "https"]
-    host: Annotated[str, Field(min_length=1), AfterValidator(_check_uri_host)]
-    port: int | None = Field(default=None, ge=1, le=65535)
-    path: str | None = None
+    host: Annotated[
+        str, Field(min_length=1, max_length=STRING_MAX_LENGTH), _Printable,
+        AfterValidator(_check_uri_host),
+    ]  # fmt: skip
+    port: int | None = Field(default=None, ge=PORT[0], le=PORT[1], strict=True)
+    path: Annotated[str, Field(max_length=2048), _Printable] | None = None
 
     @model_validator(mode="after")
     def _one_port(self) -> URIObject:
@@ -516,7 +579,7 @@ class KReference(Strict):
     apiVersion: NonEmpty
     kind: NonEmpty
     name: NonEmpty
-    namespace: str | None = None
+    namespace: NonEmpty | None = None
 
 
 def _uri_kind(value: Any) -> str:
@@ -573,7 +636,7 @@ class OpenFaaSConfig(Strict):
     async_: bool = Field(default=False, alias="async")
     auth: Auth | None = None
     # extension of ours
-    refreshIntervalSeconds: float = Field(default=10.0, gt=0, le=3600)
+    refreshIntervalSeconds: float = Seconds(10.0, OPENFAAS_REFRESH_SECONDS)
 
     @model_validator(mode="after")
     def _auth(self) -> OpenFaaSConfig:
@@ -590,7 +653,7 @@ class AWSEventBridgeConfig(Strict):
     auth: Auth
     # extensions of ours
     endpoint: HttpURL | None = None
-    ruleRefreshSeconds: float = Field(default=300.0, gt=0)
+    ruleRefreshSeconds: float = Seconds(300.0, EVENTBRIDGE_RULE_REFRESH_SECONDS)
 
     @model_validator(mode="after")
     def _auth(self) -> AWSEventBridgeConfig:
@@ -605,7 +668,7 @@ ProcessorType = Literal["knative", "openfaas", "aws_event_bridge"]
 
 class EventProcessor(Strict):
     type: ProcessorType
-    name: NonEmpty
+    name: Name
     knative: KnativeConfig | None = None
     openfaas: OpenFaaSConfig | None = None
     awsEventBridge: AWSEventBridgeConfig | None = None
@@ -648,23 +711,25 @@ class MetricsDefaultConfig(Strict):
 
 class MetricsProvider(Strict):
     type: Literal["default"] = "default"
-    name: NonEmpty
+    name: Name
     default: MetricsDefaultConfig
 
 
 class Certificates(Strict):
     #: PEM files of extra root CAs, trusted by every TLS client of the router
-    rootCAs: list[NonEmpty] = Field(default_factory=list)
+    rootCAs: list[NonEmpty] = Field(default_factory=list, max_length=MAX_ROOT_CAS)
 
 
 class CheckpointTuning(Strict):
-    periodSeconds: float = Field(default=5.0, gt=0, le=3600)
-    maxAgeSeconds: float = Field(default=3600.0, ge=0)
+    periodSeconds: float = Seconds(5.0, CHECKPOINT_PERIOD_SECONDS)
+    maxAgeSeconds: float = Seconds(3600.0, CHECKPOINT_MAX_AGE_SECONDS)
 
 
 class Metadata(Strict):
-    name: NonEmpty
-    labels: dict[str, str] | None = None
+    name: Name
+    labels: dict[Name, Annotated[str, Field(max_length=STRING_MAX_LENGTH), _Printable]] | None = (
+        None
+    )
 
 
 class RouterSpec(Strict):

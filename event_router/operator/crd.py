@@ -36,18 +36,25 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from event_router.config.models import (
     BIND_ADDRESS_PATTERN,
+    EVENTBRIDGE_RULE_REFRESH_SECONDS,
+    HORIZON_POLL_SECONDS,
     HOST_MAX_LENGTH,
+    OPENFAAS_REFRESH_SECONDS,
+    PAGE_SIZE,
     REGION_MAX_LENGTH,
     REGION_PATTERN,
     RULE_ARN_MAX_LENGTH,
     RULE_ARN_PATTERN,
     URI_HOST_PATTERN,
+    WEBHOOK_MAX_BODY_BYTES,
     WEBHOOK_PATH_MAX_LENGTH,
     WEBHOOK_PATH_PATTERN,
     CheckpointTuning,
+    Count,
     KReference,
     ProcessorType,
     ProviderType,
+    Seconds,
     TypeStyle,
 )
 
@@ -170,7 +177,7 @@ class VCenterSpec(Strict):
     insecureSSL: bool = False
     checkpoint: bool = True
     auth: BasicAuthRef
-    pageSize: int = Field(default=100, ge=1, le=1000)
+    pageSize: int = Count(100, PAGE_SIZE)
     typeStyle: TypeStyle = "router"
 
 
@@ -181,7 +188,7 @@ class HorizonSpec(Strict):
     insecureSSL: bool = False
     checkpoint: bool = True
     auth: ActiveDirectoryAuthRef
-    pollIntervalSeconds: float = Field(default=1.0, gt=0, le=300)
+    pollIntervalSeconds: float = Seconds(1.0, HORIZON_POLL_SECONDS)
     typeStyle: TypeStyle = "router"
 
 
@@ -196,7 +203,7 @@ class WebhookSpec(Strict):
     bindAddress: BindAddress
     path: str = Field(max_length=WEBHOOK_PATH_MAX_LENGTH, pattern=WEBHOOK_PATH_PATTERN)
     auth: BasicAuthRef | None = None
-    maxBodyBytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    maxBodyBytes: int = Count(1_048_576, WEBHOOK_MAX_BODY_BYTES)
 
     @model_validator(mode="after")
     def _path(self) -> WebhookSpec:
@@ -335,7 +342,7 @@ class OpenFaaSSpec(Strict):
     address: str = Field(min_length=1, max_length=2048, pattern=HTTP_URL)
     async_: bool = Field(default=False, alias="async")
     auth: BasicAuthRef | None = None
-    refreshIntervalSeconds: float = Field(default=10.0, gt=0, le=3600)
+    refreshIntervalSeconds: float = Seconds(10.0, OPENFAAS_REFRESH_SECONDS)
 
 
 class EventBridgeSpec(Strict):
@@ -344,7 +351,7 @@ class EventBridgeSpec(Strict):
     ruleARN: str = Field(min_length=1, max_length=RULE_ARN_MAX_LENGTH, pattern=RULE_ARN_PATTERN)
     auth: AWSAuthRef
     endpoint: str | None = Field(default=None, max_length=2048, pattern=HTTP_URL)
-    ruleRefreshSeconds: float = Field(default=300.0, gt=0)
+    ruleRefreshSeconds: float = Seconds(300.0, EVENTBRIDGE_RULE_REFRESH_SECONDS)
 
 
 class EventProcessorSpec(Strict):
@@ -453,6 +460,13 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
             out[key] = {k: _structural(v, defs) for k, v in value.items()}
         else:
             out[key] = _structural(value, defs)
+    low = out.get("minimum")
+    if out.get("type") == "number" and isinstance(low, float) and not low.is_integer():
+        # the API server compares an *integer* value with an integer-truncated minimum
+        # (kube-openapi: 0 passes "minimum: 0.1"); CEL compares numbers as they are
+        out["x-kubernetes-validations"] = [
+            {"rule": f"self >= {low!r}", "message": f"must be at least {low:g}"}
+        ]
     return out
 
 

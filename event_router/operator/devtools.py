@@ -134,6 +134,8 @@ _PLURALS = {
     "Deployment": "deployments",
     "ClusterRole": "clusterroles",
     "ClusterRoleBinding": "clusterrolebindings",
+    "Role": "roles",
+    "RoleBinding": "rolebindings",
     "CustomResourceDefinition": "customresourcedefinitions",
     "RouterConfig": crd.PLURAL,
     "Broker": "brokers",

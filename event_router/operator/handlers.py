@@ -28,6 +28,32 @@ WATCHED_TARGETS = [
 ]
 
 
+def may_scan(api: Any) -> bool:
+    """Whether this operator may list CRDs and namespaces cluster-wide (what kopf's
+    dynamic scanning needs), asked as ``kubectl auth can-i`` does."""
+    from event_router.operator.kube import request
+
+    for group, resource in (
+        ("apiextensions.k8s.io", "customresourcedefinitions"),
+        ("", "namespaces"),
+    ):
+        review = request(
+            api,
+            "POST",
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            body={
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {
+                    "resourceAttributes": {"verb": "watch", "group": group, "resource": resource}
+                },
+            },
+        )
+        if not (review.get("status") or {}).get("allowed"):
+            return False
+    return True
+
+
 def _reconciler(memo: Any) -> Reconciler | None:
     rec: Reconciler | None = getattr(memo, "reconciler", None)
     return rec
@@ -45,6 +71,15 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         settings.peering.lifetime = int(memo.get("peering_lifetime") or 60)
     build = memo["build_reconciler"]
     rec = memo.reconciler = build()
+    if memo.get("namespaces") and not await asyncio.to_thread(may_scan, rec.kube.api):
+        # the namespaced install (manifests-namespaced/): no rights to watch CRDs and
+        # namespaces cluster-wide, so kopf serves the given namespaces and the resources
+        # served at startup (a Knative CRD installed later is noticed after a restart)
+        settings.scanning.disabled = True
+        logging.getLogger("event_router.operator").info(
+            "no rights to list CRDs and namespaces cluster-wide: watching the given "
+            "namespaces and the resources served now (kopf scanning off)"
+        )
     memo.gate = None
     if memo.get("peering_name"):
         # kopf pauses its watches while another replica acts, not our resync loop nor the

@@ -25,7 +25,7 @@ from event_router.operator.crd import GROUP, KIND, VERSION, RouterConfigSpec
 from event_router.operator.kube import Kube
 from event_router.operator.resources import Owner
 from event_router.operator.runtimes import Key, Runtime, RuntimeState
-from event_router.operator.secrets import CredentialsError, decode
+from event_router.operator.secrets import CredentialsError, consent_error, consents, decode
 from event_router.operator.sinks import Resolver, SinkError, Target, uri_string
 from event_router.timefmt import rfc3339
 
@@ -280,11 +280,21 @@ class Reconciler:
         secret_names = resources.referenced_secrets(spec)
         secrets: dict[str, dict[str, str] | None] = {}
         versions: dict[str, str] = {}
+        #: Secrets that exist but do not consent to this RouterConfig -> their annotations
+        refused: dict[str, dict[str, str]] = {}
         for sname in secret_names:
             obj = await asyncio.to_thread(self.kube.get, "v1", "Secret", namespace, sname)
-            secrets[sname] = decode(obj.get("data")) if obj is not None else None
-            if obj is not None:
-                versions[sname] = str(obj["metadata"].get("resourceVersion", ""))
+            if obj is None:
+                secrets[sname] = None
+                continue
+            versions[sname] = str(obj["metadata"].get("resourceVersion", ""))
+            annotations = obj["metadata"].get("annotations") or {}
+            if consents(annotations, name):
+                secrets[sname] = decode(obj.get("data"))
+            else:
+                # its data is never decoded, rendered or handed to a router
+                secrets[sname] = {}
+                refused[sname] = annotations
 
         # root CAs (ConfigMaps)
         ca_refs = certificates.ca_refs(spec)
@@ -352,6 +362,9 @@ class Reconciler:
         root_cas = self.runtime.ca_files(key, ca_refs, pems) if pems else None
         render_error: str | None = None
         try:
+            for use in resources.secret_references(spec):
+                if use.secret in refused:
+                    raise consent_error(use, namespace, name, refused[use.secret])
             rendered = resources.render_config(
                 name,
                 namespace,
@@ -385,6 +398,19 @@ class Reconciler:
             except ConfigError as e:
                 ready_reason, ready_msg = "InvalidConfig", "; ".join(e.errors)
             else:
+                if self.runtime.name == "deployment":
+                    # the pod reads its credentials from the Secrets it mounts: the config
+                    # it gets (a ConfigMap) names them and holds none
+                    rendered = resources.render_config(
+                        name,
+                        namespace,
+                        spec,
+                        secrets,
+                        sink_uri,
+                        runtime=self.runtime.name,
+                        root_cas=root_cas,
+                        mount_credentials=True,
+                    )
                 owner = Owner(name=name, namespace=namespace, uid=body["metadata"]["uid"])
                 hash_ = resources.config_hash(spec, sink_uri, versions)
                 status["configHash"] = hash_

@@ -15,16 +15,19 @@ from typing import Any
 
 import yaml
 
+from event_router.config.loader import CREDENTIALS_DIR_ENV
 from event_router.config.models import parse_bind_address
 from event_router.operator.certificates import DEPLOYMENT_CA_DIR, CARef
 from event_router.operator.crd import GROUP, KIND, VERSION, RouterConfigSpec
-from event_router.operator.secrets import inline_credentials, secret_uses
+from event_router.operator.secrets import AUTH_KEYS, SecretUse, inline_credentials, secret_uses
 
 MANAGED_BY = "event-router-operator"
 LABEL_RC = f"{GROUP}/routerconfig"
 HASH_ANNOTATION = f"{GROUP}/config-hash"
 CONFIG_KEY = "config.yaml"
 CONFIG_DIR = "/etc/event-router"
+#: where the router pod mounts the referenced Secrets: <dir>/<secret name>/<key>
+CREDENTIALS_DIR = "/etc/event-router-credentials"
 DEFAULT_METRICS_PORT = 8082
 DEFAULT_IMAGE = "ghcr.io/vmware-samples/event-router:0.1.0"
 
@@ -75,7 +78,7 @@ def router_name(rc: str) -> str:
     return _short(rc, "router", 46)
 
 
-def config_secret_name(rc: str) -> str:
+def config_configmap_name(rc: str) -> str:
     return _short(rc, "router-config", 253)
 
 
@@ -161,6 +164,7 @@ def render_config(
     *,
     runtime: str,
     root_cas: list[str] | None = None,
+    mount_credentials: bool = False,
 ) -> dict[str, Any]:
     """The router's own config file (the original's shape) for one RouterConfig: inline
     credentials from the Secrets, ``destination.uri`` set to the resolved sink.
@@ -171,11 +175,16 @@ def render_config(
     ``runtime="inprocess"`` leaves the metrics server out (many routers share one process)
     and the webhook's address as it is.
     ``root_cas``: the files the router reads its root CAs from (``certificates.rootCAs``).
+    ``mount_credentials``: keep every ``auth.secretRef`` (the router pod reads the keys from
+    the Secrets its Deployment mounts, :data:`CREDENTIALS_DIR`): the result holds no
+    credential and goes into a ConfigMap. The Secrets are checked all the same.
     Raises :class:`~event_router.operator.secrets.CredentialsError` and
     :class:`RenderError`.
     """
     data = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
-    data = inline_credentials(data, namespace, secrets)
+    inline = inline_credentials(data, namespace, secrets)
+    if not mount_credentials:
+        data = inline
     data.pop("certificates", None)
     if root_cas:
         data["certificates"] = {"rootCAs": list(root_cas)}
@@ -246,21 +255,85 @@ def config_hash(
 
 
 def referenced_secrets(spec: RouterConfigSpec) -> list[str]:
-    data = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
-    return sorted({u.secret for u in secret_uses(data)})
+    return sorted({u.secret for u in secret_references(spec)})
+
+
+def secret_references(spec: RouterConfigSpec) -> list[SecretUse]:
+    """Every ``auth.secretRef`` of the spec with the field that holds it, in document order."""
+    return secret_uses(spec.model_dump(by_alias=True, exclude_none=True, mode="json"))
 
 
 # --- children of the deployment runtime ----------------------------------------------------
 
 
-def config_secret(owner: Owner, rendered: dict[str, Any]) -> dict[str, Any]:
+def config_configmap(owner: Owner, rendered: dict[str, Any]) -> dict[str, Any]:
+    """The router's config file (rendered with ``mount_credentials``: no credential in it,
+    only ``auth.secretRef`` names the pod resolves from its mounted Secrets)."""
+    if secret_values_present(rendered):
+        raise ValueError("refusing to put credentials into a ConfigMap")
     text = yaml.safe_dump(rendered, sort_keys=False)
     return {
         "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": _meta(owner, config_secret_name(owner.name)),
-        "type": "Opaque",
-        "stringData": {CONFIG_KEY: text},
+        "kind": "ConfigMap",
+        "metadata": _meta(owner, config_configmap_name(owner.name)),
+        "data": {CONFIG_KEY: text},
+    }
+
+
+def secret_values_present(rendered: dict[str, Any]) -> bool:
+    """Whether any auth block of a rendered config holds credentials inline."""
+
+    def walk(node: Any) -> bool:
+        if isinstance(node, dict):
+            auth = node.get("auth")
+            if isinstance(auth, dict) and set(auth) - {"type", "secretRef"}:
+                return True
+            return any(walk(v) for v in node.values())
+        if isinstance(node, list):
+            return any(walk(v) for v in node)
+        return False
+
+    return walk(rendered)
+
+
+def credential_mounts(rendered: dict[str, Any]) -> dict[str, list[str]]:
+    """Secret name -> the keys the router needs from it (sorted), from the ``auth.secretRef``
+    blocks of a config rendered with ``mount_credentials``."""
+    out: dict[str, set[str]] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            auth = node.get("auth")
+            if isinstance(auth, dict) and isinstance(auth.get("secretRef"), dict):
+                keys = AUTH_KEYS[str(auth["type"])][1]
+                out.setdefault(str(auth["secretRef"]["name"]), set()).update(keys)
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(rendered)
+    return {name: sorted(keys) for name, keys in sorted(out.items())}
+
+
+def _credentials_volume(mounts: dict[str, list[str]]) -> dict[str, Any]:
+    """The referenced Secrets, only the keys the router needs, read-only:
+    ``<CREDENTIALS_DIR>/<secret>/<key>``."""
+    return {
+        "name": "credentials",
+        "projected": {
+            "defaultMode": 0o440,
+            "sources": [
+                {
+                    "secret": {
+                        "name": name,
+                        "items": [{"key": k, "path": f"{name}/{k}"} for k in keys],
+                    }
+                }
+                for name, keys in mounts.items()
+            ],
+        },
     }
 
 
@@ -347,6 +420,7 @@ def deployment(
 ) -> dict[str, Any]:
     name = router_name(owner.name)
     port = metrics_port(rendered)
+    mounts = credential_mounts(rendered)
     pod_labels = labels(owner.name)
     ports = [{"name": "metrics", "containerPort": port, "protocol": "TCP"}]
     if rendered["eventProvider"]["type"] == "webhook":
@@ -375,7 +449,8 @@ def deployment(
                 "name": "EVENT_ROUTER_NAMESPACE",
                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
             },
-        ],
+        ]
+        + ([{"name": CREDENTIALS_DIR_ENV, "value": CREDENTIALS_DIR}] if mounts else []),
         "ports": ports,
         "startupProbe": probe("/healthz", 2, 30),
         "livenessProbe": probe("/healthz", 10, 3),
@@ -394,6 +469,11 @@ def deployment(
         + (
             [{"name": "root-cas", "mountPath": DEPLOYMENT_CA_DIR, "readOnly": True}]
             if ca_refs
+            else []
+        )
+        + (
+            [{"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True}]
+            if mounts
             else []
         ),
     }
@@ -416,7 +496,7 @@ def deployment(
                     "automountServiceAccountToken": True,
                     "enableServiceLinks": False,
                     "terminationGracePeriodSeconds": 30,
-                    # fsGroup: the kubelet gives the config Secret's files (mode 0440, owned
+                    # fsGroup: the kubelet gives the mounted Secrets' files (mode 0440, owned
                     # by root) the pod's group, so user 65532 can read them and nobody else.
                     "securityContext": {
                         "runAsNonRoot": True,
@@ -429,14 +509,15 @@ def deployment(
                     "volumes": [
                         {
                             "name": "config",
-                            "secret": {
-                                "secretName": config_secret_name(owner.name),
-                                "defaultMode": 0o440,
+                            "configMap": {
+                                "name": config_configmap_name(owner.name),
+                                "defaultMode": 0o444,
                             },
                         },
                         {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
                     ]
-                    + ([_ca_volume(ca_refs)] if ca_refs else []),
+                    + ([_ca_volume(ca_refs)] if ca_refs else [])
+                    + ([_credentials_volume(mounts)] if mounts else []),
                 },
             },
         },
@@ -468,7 +549,7 @@ def children(
 ) -> list[dict[str, Any]]:
     """Every owned child of the deployment runtime, in apply order."""
     out = [
-        config_secret(owner, rendered),
+        config_configmap(owner, rendered),
         service_account(owner),
         role(owner),
         role_binding(owner),

@@ -1,5 +1,11 @@
-"""Credentials by reference: which Secrets a RouterConfig needs and how they become the
-router's inline ``auth`` blocks.
+"""Credentials by reference: which Secrets a RouterConfig needs, whether each Secret
+consents to it, and how they become the router's inline ``auth`` blocks.
+
+**Consent.** Whoever may create a RouterConfig could otherwise make the operator (which
+reads every referenced Secret) send any Secret of the namespace to a server of her choice
+(a confused deputy). So a Secret is usable only when it says so itself, in the annotation
+:data:`CONSENT_ANNOTATION`: ``*`` (every RouterConfig of its namespace) or a comma-separated
+list of RouterConfig names. Only who may edit the Secret can add it.
 
 Pure functions; the operator fetches the Secrets and hands their decoded ``data`` in.
 Messages name the Secret, the key and the field that needs it, never a value.
@@ -11,12 +17,11 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
+from event_router.config.models import AUTH_BLOCKS, CREDENTIAL_KEYS
+
 #: the Secret keys each auth type needs, and the router's sub-object they fill
 AUTH_KEYS: dict[str, tuple[str | None, tuple[str, ...]]] = {
-    "basic_auth": ("basicAuth", ("username", "password")),
-    "active_directory": ("activeDirectoryAuth", ("domain", "username", "password")),
-    "aws_access_key": ("awsAccessKeyAuth", ("accessKey", "secretKey")),
-    "aws_iam_role": (None, ()),
+    t: (AUTH_BLOCKS[t], keys) for t, keys in CREDENTIAL_KEYS.items()
 }
 
 
@@ -27,6 +32,45 @@ class SecretUse:
     field: str  #: e.g. ``eventProvider.vcenter.auth``
     auth_type: str
     secret: str  #: Secret name, same namespace
+
+
+#: the annotation by which a Secret lets RouterConfigs of its namespace use it
+CONSENT_ANNOTATION = "event-router.vmware.com/routerconfigs"
+#: how much of a refusing annotation's value a message quotes
+_QUOTE_LIMIT = 80
+
+
+def consents(annotations: dict[str, str] | None, routerconfig: str) -> bool:
+    """Whether a Secret with these annotations lets RouterConfig ``routerconfig`` (same
+    namespace) use it: the annotation's value is ``*`` or lists the name (comma-separated,
+    blanks around names ignored)."""
+    value = (annotations or {}).get(CONSENT_ANNOTATION)
+    if value is None:
+        return False
+    names = {n.strip() for n in value.split(",")}
+    return "*" in names or routerconfig in names
+
+
+def consent_error(
+    use: SecretUse, namespace: str, routerconfig: str, annotations: dict[str, str] | None
+) -> CredentialsError:
+    """``CredentialsNotPermitted`` for a Secret that does not consent: names the Secret, the
+    field, and the annotation that would fix it (never a value of the Secret's data)."""
+    value = (annotations or {}).get(CONSENT_ANNOTATION)
+    if value is None:
+        why = f"has no annotation {CONSENT_ANNOTATION}"
+    else:
+        shown = value if len(value) <= _QUOTE_LIMIT else value[:_QUOTE_LIMIT] + "…"
+        why = f"its annotation {CONSENT_ANNOTATION}={shown!r} does not list {routerconfig}"
+    return CredentialsError(
+        "CredentialsNotPermitted",
+        f"Secret {namespace}/{use.secret} (referenced by {use.field}.secretRef.name) does not "
+        f"allow RouterConfig {routerconfig} to use it: {why}. If it may, annotate the Secret: "
+        f"kubectl annotate secret {use.secret} -n {namespace} "
+        f"{CONSENT_ANNOTATION}={routerconfig} (a comma-separated list of RouterConfig names, "
+        "or * for every RouterConfig of the namespace)",
+        use.secret,
+    )
 
 
 class CredentialsError(Exception):

@@ -97,6 +97,9 @@ def vcsim_secret(ns: str, env: TestEnv) -> None:
     kubectl("create", "secret", "generic", "vcsim-creds", "-n", ns,
             f"--from-literal=username={env.vcsim_username}",
             f"--from-literal=password={env.vcsim_password}")  # fmt: skip
+    # the Secret's consent to be used by RouterConfigs of its namespace
+    kubectl("annotate", "secret", "vcsim-creds", "-n", ns,
+            "event-router.vmware.com/routerconfigs=*")  # fmt: skip
 
 
 def vcenter_routerconfig(name: str, env: TestEnv, destination: dict[str, Any]) -> dict[str, Any]:
@@ -309,7 +312,8 @@ async def test_vcenter_to_uri_router_pod_delivers_survives_pod_loss_and_rolls(
     binary = [h for h in sink.request_headers[-2:] if "ce-id" in h]
     assert binary, "after the change events arrive in binary mode"
 
-    # deleting the RouterConfig removes its Deployment, Secret, ServiceAccount, Role, RoleBinding
+    # deleting the RouterConfig removes its Deployment, config ConfigMap, ServiceAccount, Role,
+    # RoleBinding
     kubectl("delete", "routerconfig", "-n", ns, rc)
 
     def children() -> list[str]:

@@ -34,6 +34,7 @@ from event_router.operator.devtools import (
     wait_for,
 )
 from event_router.operator.kube import request
+from event_router.operator.secrets import CONSENT_ANNOTATION
 from tests.support.net import free_port
 from tests.support.sink import CloudEventSink
 from tests.support.tls import make_tls
@@ -62,12 +63,20 @@ def rc(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def basic_secret(
-    name: str, username: str = "admin", password: str = "s3cr3t-value"
+    name: str,
+    username: str = "admin",
+    password: str = "s3cr3t-value",
+    *,
+    consent: str | None = "*",
 ) -> dict[str, Any]:
+    """A basic-auth Secret; ``consent``: the value of its consent annotation (None: none)."""
+    meta: dict[str, Any] = {"name": name}
+    if consent is not None:
+        meta["annotations"] = {CONSENT_ANNOTATION: consent}
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name},
+        "metadata": meta,
         "type": "kubernetes.io/basic-auth",
         "stringData": {"username": username, "password": password},
     }
@@ -244,7 +253,7 @@ async def test_deployment_runtime_ready_rolls_on_change_and_garbage_collects(
     assert condition(obj, "Ready")["reason"] == "RouterStarting"
     assert obj["status"]["sinkUri"] == "http://display.example.com"
     assert obj["status"]["observedGeneration"] == 1
-    # the children exist, owned, and the config Secret holds the rendered config
+    # the children exist, owned, and the config ConfigMap holds the rendered config
     dep = request(api, "GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}")
     hash1 = dep["spec"]["template"]["metadata"]["annotations"][resources.HASH_ANNOTATION]
     assert hash1 == obj["status"]["configHash"]
@@ -254,11 +263,25 @@ async def test_deployment_runtime_ready_rolls_on_change_and_garbage_collects(
         f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings/{name}",
     ):
         assert get_obj(api, path)["metadata"]["ownerReferences"][0]["name"] == "vc"
-    secret = request(
-        api, "GET", f"/api/v1/namespaces/{ns}/secrets/{resources.config_secret_name('vc')}"
+    config_cm = request(
+        api, "GET", f"/api/v1/namespaces/{ns}/configmaps/{resources.config_configmap_name('vc')}"
     )
-    rendered = yaml.safe_load(base64.b64decode(secret["data"]["config.yaml"]))
-    assert rendered["eventProvider"]["vcenter"]["auth"]["basicAuth"]["password"] == "s3cr3t-value"
+    rendered = yaml.safe_load(config_cm["data"]["config.yaml"])
+    # the config names the Secret; the pod mounts it (only its keys), the operator never
+    # copies a credential anywhere
+    assert rendered["eventProvider"]["vcenter"]["auth"] == {
+        "type": "basic_auth",
+        "secretRef": {"name": "vc-creds"},
+    }
+    assert "s3cr3t-value" not in yaml.safe_dump(config_cm)
+    (cred_vol,) = [
+        v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "credentials"
+    ]
+    assert cred_vol["projected"]["sources"] == [
+        {"secret": {"name": "vc-creds", "items": [
+            {"key": "password", "path": "vc-creds/password"},
+            {"key": "username", "path": "vc-creds/username"}]}}
+    ]  # fmt: skip
     cm = request(
         api,
         "GET",
@@ -287,7 +310,7 @@ async def test_deployment_runtime_ready_rolls_on_change_and_garbage_collects(
 
     # children deleted by hand come back at the next resync (every 2 s here)
     by_hand = (
-        f"/api/v1/namespaces/{ns}/secrets/{resources.config_secret_name('vc')}",
+        f"/api/v1/namespaces/{ns}/configmaps/{resources.config_configmap_name('vc')}",
         f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles/{name}",
     )
     for path in by_hand:
@@ -333,7 +356,7 @@ async def test_deployment_runtime_ready_rolls_on_change_and_garbage_collects(
             get_obj(api, p) is None
             for p in (
                 f"/apis/apps/v1/namespaces/{ns}/deployments/{name}",
-                f"/api/v1/namespaces/{ns}/secrets/{resources.config_secret_name('vc')}",
+                f"/api/v1/namespaces/{ns}/configmaps/{resources.config_configmap_name('vc')}",
                 f"/api/v1/namespaces/{ns}/serviceaccounts/{name}",
                 f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles/{name}",
             )
@@ -439,10 +462,12 @@ async def test_knative_broker_and_service_refs_resolve_and_follow_changes(
         "re-resolved sinkUri",
     )
     assert obj["status"]["configHash"] != hash1
-    secret = request(
-        api, "GET", f"/api/v1/namespaces/{ns}/secrets/{resources.config_secret_name('vc')}"
+    config_cm = request(
+        api,
+        "GET",
+        f"/api/v1/namespaces/{ns}/configmaps/{resources.config_configmap_name('vc')}",
     )
-    rendered = yaml.safe_load(base64.b64decode(secret["data"]["config.yaml"]))
+    rendered = yaml.safe_load(config_cm["data"]["config.yaml"])
     assert rendered["eventProcessor"]["knative"]["destination"] == {"uri": url2}
 
     # a plain v1 Service: its cluster DNS name
@@ -603,16 +628,28 @@ async def test_rendered_deployment_runs_locally(
             )
             pod = dep["spec"]["template"]["spec"]
             (container,) = pod["containers"]
-            # what the kubelet would mount: the config Secret at /etc/event-router
-            secret = request(
+            # what the kubelet would mount: the config ConfigMap at /etc/event-router and
+            # the listed keys of the referenced Secrets at /etc/event-router-credentials
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            config_cm = request(
                 api,
                 "GET",
-                f"/api/v1/namespaces/{ns}/secrets/{pod['volumes'][0]['secret']['secretName']}",
+                f"/api/v1/namespaces/{ns}/configmaps/{volumes['config']['configMap']['name']}",
             )
             mount = tmp_path / "etc-event-router"
             mount.mkdir()
-            for key, value in secret["data"].items():
-                (mount / key).write_bytes(base64.b64decode(value))
+            for key, value in config_cm["data"].items():
+                (mount / key).write_text(value)
+            creds = tmp_path / "etc-event-router-credentials"
+            for source in volumes["credentials"]["projected"]["sources"]:
+                secret = request(
+                    api, "GET", f"/api/v1/namespaces/{ns}/secrets/{source['secret']['name']}"
+                )
+                for item in source["secret"]["items"]:
+                    (creds / item["path"]).parent.mkdir(parents=True, exist_ok=True)
+                    (creds / item["path"]).write_bytes(
+                        base64.b64decode(secret["data"][item["key"]])
+                    )
             cmd = [
                 str(Path(sys.executable).parent / container["command"][0]),
                 *[a.replace(resources.CONFIG_DIR, str(mount)) for a in container["command"][1:]],
@@ -620,6 +657,7 @@ async def test_rendered_deployment_runs_locally(
             env = {**os.environ, "KUBECONFIG": testenv.kubeconfig}
             for e in container["env"]:
                 env[e["name"]] = e.get("value") or ns  # fieldRef metadata.namespace
+            env["EVENT_ROUTER_CREDENTIALS_DIR"] = str(creds)
             log = (tmp_path / "router.log").open("wb")
             router = subprocess.Popen(  # noqa: ASYNC220 - a long-running child, not awaited
                 cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
@@ -802,10 +840,12 @@ async def test_deployment_runtime_mounts_root_cas_and_rolls_when_the_ca_changes(
     ]
     (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "root-cas"]
     assert mount == {"name": "root-cas", "mountPath": "/etc/event-router-ca", "readOnly": True}
-    secret = request(
-        api, "GET", f"/api/v1/namespaces/{ns}/secrets/{resources.config_secret_name('vc')}"
+    config_cm = request(
+        api,
+        "GET",
+        f"/api/v1/namespaces/{ns}/configmaps/{resources.config_configmap_name('vc')}",
     )
-    rendered = yaml.safe_load(base64.b64decode(secret["data"]["config.yaml"]))
+    rendered = yaml.safe_load(config_cm["data"]["config.yaml"])
     assert rendered["certificates"] == {"rootCAs": ["/etc/event-router-ca/ca-0.pem"]}
     assert pem1 not in yaml.safe_dump(rendered)  # a path, not the bundle
     hash1 = dep["spec"]["template"]["metadata"]["annotations"][resources.HASH_ANNOTATION]
@@ -852,10 +892,12 @@ async def test_deployment_runtime_webhook_service_follows_the_provider_type(
     svc_path = f"/api/v1/namespaces/{ns}/services/{name}"
     svc = await asyncio.to_thread(wait_for, lambda: get_obj(api, svc_path), 30, "the Service")
     assert [p["port"] for p in svc["spec"]["ports"]] == [9000]
-    secret = request(
-        api, "GET", f"/api/v1/namespaces/{ns}/secrets/{resources.config_secret_name('hook')}"
+    config_cm = request(
+        api,
+        "GET",
+        f"/api/v1/namespaces/{ns}/configmaps/{resources.config_configmap_name('hook')}",
     )
-    rendered = yaml.safe_load(base64.b64decode(secret["data"]["config.yaml"]))
+    rendered = yaml.safe_load(config_cm["data"]["config.yaml"])
     assert rendered["eventProvider"]["webhook"]["bindAddress"] == "0.0.0.0:9000"
 
     request(

@@ -23,6 +23,7 @@ from event_router.operator.devtools import (
     wait_for,
 )
 from event_router.operator.kube import request
+from event_router.operator.secrets import CONSENT_ANNOTATION
 from tests.unit.test_operator_crd import base_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
@@ -114,7 +115,7 @@ async def test_manifests_apply_and_the_operator_works_with_their_rbac(
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": "vc-creds"},
+            "metadata": {"name": "vc-creds", "annotations": {CONSENT_ANNOTATION: "*"}},
             "type": "kubernetes.io/basic-auth",
             "stringData": {"username": "u", "password": "p"},
         },

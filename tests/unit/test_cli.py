@@ -112,7 +112,7 @@ def test_validate_checks_root_ca_files(tmp_path: Path) -> None:
     [
         ("empty", b"", "{path}: the file is empty (expected a RouterConfig)"),
         ("two-documents", b"a: 1\n---\nb: 2\n", "{path}: holds 2 YAML documents"),
-        ("not-utf8", b"\xff\xfe", "{path}: cannot read the config file: "),
+        ("not-utf8", b"\xff\xfe", "{path}: not UTF-8 text"),
         ("not-a-mapping", b"[1, 2]\n", "(root): expected a mapping of RouterConfig fields"),
         ("directory", None, "{path}: is a directory (expected a config file)"),
         ("not-pem", "rootCAs", "certificates.rootCAs[0]: not a PEM certificate bundle"),

@@ -231,7 +231,8 @@ MALFORMED: list[tuple[str, str, dict[str, Any], str, str]] = [
      f"{VC}.auth.basicAuth.password:", "quote the value"),
     ("password-typo", VK, {f"{VC}.auth.basicAuth.pasword": "hunter2-secret"},
      f"{VC}.auth.basicAuth.pasword:", "did you mean 'password'"),
-    ("page-size", VK, {f"{VC}.pageSize": 5000}, f"{VC}.pageSize:", "less than or equal to 1000"),
+    ("page-size", VK, {f"{VC}.pageSize": 5000}, f"{VC}.pageSize:",
+     "out of range (got 5000; allowed: an integer from 1 to 1000)"),
     ("processor-type-block", VK, {"eventProcessor.type": "openfaas"}, "eventProcessor.knative:",
      "not allowed when type is 'openfaas'"),
     ("processor-extra-block", VK, {"eventProcessor.openfaas": {"address": "http://gw:8080"}},
@@ -294,7 +295,7 @@ MALFORMED: list[tuple[str, str, dict[str, Any], str, str]] = [
     ("root-cas-string", VK, {"certificates.rootCAs": "/etc/ca.pem"}, "certificates.rootCAs:",
      "must be a list"),
     ("checkpoint-period", VK, {"checkpoint.periodSeconds": 0}, "checkpoint.periodSeconds:",
-     "greater than 0"),
+     "allowed: a number from 0.1 to 3600"),
 ]  # fmt: skip
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from event_router.config.loader import ConfigError, parse_config
+from event_router.config.loader import ConfigError, load_config, parse_config
 from event_router.operator import certificates, resources
 from event_router.operator.crd import RouterConfigSpec
 from event_router.operator.reconciler import Reconciler, merge_conditions
@@ -36,7 +36,9 @@ def spec(**over: Any) -> RouterConfigSpec:
     return RouterConfigSpec.model_validate(data)
 
 
-def render(runtime: str = "deployment", s: RouterConfigSpec | None = None) -> dict[str, Any]:
+def render(
+    runtime: str = "deployment", s: RouterConfigSpec | None = None, *, mount: bool = False
+) -> dict[str, Any]:
     return resources.render_config(
         "vc-router",
         "team-a",
@@ -44,6 +46,7 @@ def render(runtime: str = "deployment", s: RouterConfigSpec | None = None) -> di
         CREDS,
         "http://broker-ingress.knative/team-a/default",
         runtime=runtime,
+        mount_credentials=mount,
     )
 
 
@@ -149,17 +152,18 @@ def test_config_hash_changes_with_spec_sink_and_secret_version_only() -> None:
 
 
 def test_children_are_owned_labelled_and_least_privileged() -> None:
-    rendered = render()
+    rendered = render(mount=True)
     kids = resources.children(OWNER, rendered, "abc123", resources.RuntimeOptions())
     kinds = [k["kind"] for k in kids]
-    assert kinds == ["Secret", "ServiceAccount", "Role", "RoleBinding", "Deployment"]
+    assert kinds == ["ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Deployment"]
     for k in kids:
         assert k["metadata"]["namespace"] == "team-a"
         ref = k["metadata"]["ownerReferences"][0]
         assert ref["uid"] == "1234-uid" and ref["kind"] == "RouterConfig" and ref["controller"]
         assert k["metadata"]["labels"]["event-router.vmware.com/routerconfig"] == "vc-router"
-    secret = kids[0]
-    assert yaml.safe_load(secret["stringData"]["config.yaml"]) == rendered
+    config_map = kids[0]
+    assert yaml.safe_load(config_map["data"]["config.yaml"]) == rendered
+    assert "p@ss" not in yaml.safe_dump(kids)  # no credential in any child
     role = kids[2]
     assert role["rules"] == [
         {
@@ -174,7 +178,9 @@ def test_children_are_owned_labelled_and_least_privileged() -> None:
 
 
 def test_deployment_is_hardened_and_carries_the_config_hash() -> None:
-    dep = resources.deployment(OWNER, render(), "abc123", resources.RuntimeOptions(image="img:1"))
+    dep = resources.deployment(
+        OWNER, render(mount=True), "abc123", resources.RuntimeOptions(image="img:1")
+    )
     spec_ = dep["spec"]
     assert spec_["replicas"] == 1 and spec_["strategy"] == {"type": "Recreate"}
     tpl = spec_["template"]
@@ -562,3 +568,77 @@ def test_long_names_get_distinct_label_values_within_63_characters() -> None:
     assert len(la) <= 63 and len(lb) <= 63 and la != lb
     assert resources.selector(a) != resources.selector(b)
     assert resources.label_value("short-name") == "short-name"
+
+
+def test_the_pod_config_names_its_secrets_and_the_pod_mounts_only_the_needed_keys(
+    tmp_path: Path,
+) -> None:
+    data = base_spec()
+    data["eventProcessor"]["knative"]["auth"] = {"type": "basic_auth", "secretRef": {"name": "k"}}
+    creds = {**CREDS, "k": {"username": "ku", "password": "kp", "extra": "not-needed"}}
+    s = RouterConfigSpec.model_validate(data)
+    pod_cfg = resources.render_config(
+        "vc-router", "team-a", s, creds, "http://x", runtime="deployment", mount_credentials=True
+    )
+    assert pod_cfg["eventProvider"]["vcenter"]["auth"] == {
+        "type": "basic_auth",
+        "secretRef": {"name": "vc-creds"},
+    }
+    assert not resources.secret_values_present(pod_cfg)
+    with pytest.raises(ValueError, match="credentials into a ConfigMap"):
+        resources.config_configmap(OWNER, render())  # an inline render never goes there
+    # still checked: a Secret that lacks a key fails the same way
+    with pytest.raises(CredentialsError):
+        resources.render_config(
+            "vc-router", "team-a", s, {**creds, "k": {"username": "ku"}}, "http://x",
+            runtime="deployment", mount_credentials=True,
+        )  # fmt: skip
+    dep = resources.deployment(OWNER, pod_cfg, "h", resources.RuntimeOptions())
+    pod = dep["spec"]["template"]["spec"]
+    (vol,) = [v for v in pod["volumes"] if v["name"] == "credentials"]
+    assert vol["projected"]["sources"] == [
+        {"secret": {"name": "k", "items": [{"key": "password", "path": "k/password"},
+                                           {"key": "username", "path": "k/username"}]}},
+        {"secret": {"name": "vc-creds", "items": [
+            {"key": "password", "path": "vc-creds/password"},
+            {"key": "username", "path": "vc-creds/username"}]}},
+    ]  # fmt: skip
+    (c,) = pod["containers"]
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "credentials")
+    assert mount == {
+        "name": "credentials",
+        "mountPath": resources.CREDENTIALS_DIR,
+        "readOnly": True,
+    }
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["EVENT_ROUTER_CREDENTIALS_DIR"] == resources.CREDENTIALS_DIR
+    (cfg_vol,) = [v for v in pod["volumes"] if v["name"] == "config"]
+    assert cfg_vol["configMap"]["name"] == "vc-router-router-config"
+    # the router reads them back from such a directory: the same config as the inline one
+    for name, keys in resources.credential_mounts(pod_cfg).items():
+        (tmp_path / name).mkdir()
+        for k in keys:
+            (tmp_path / name / k).write_text(creds[name][k])
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(yaml.safe_dump(pod_cfg))
+    from_files = load_config(cfg_file, credentials_dir=str(tmp_path))
+    inline = resources.render_config(
+        "vc-router", "team-a", s, creds, "http://x", runtime="deployment"
+    )
+    assert from_files == parse_config(inline)
+
+
+def test_a_secret_ref_without_a_credentials_dir_names_the_field(tmp_path: Path) -> None:
+    pod_cfg = render(mount=True)
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(yaml.safe_dump(pod_cfg))
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg_file)
+    assert e.value.errors[0].startswith(
+        "eventProvider.vcenter.auth.secretRef: credentials by reference need "
+        "EVENT_ROUTER_CREDENTIALS_DIR"
+    )
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg_file, credentials_dir=str(tmp_path))
+    assert e.value.errors[0].startswith("eventProvider.vcenter.auth.secretRef.name: ")
+    assert "vc-creds/username not found" in e.value.errors[0]
