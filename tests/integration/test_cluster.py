@@ -319,7 +319,9 @@ async def test_vcenter_to_uri_router_pod_delivers_survives_pod_loss_and_rolls(
     def children() -> list[str]:
         out = kubectl("get", "deployments,secrets,serviceaccounts,roles,rolebindings", "-n", ns,
                       "-l", f"{ROUTER_LABEL}={rc}", "-o", "name")  # fmt: skip
-        return out.split()
+        config = kubectl("get", "configmap", "-n", ns, f"{rc}-router-config", "-o", "name",
+                         "--ignore-not-found")  # fmt: skip
+        return out.split() + config.split()
 
     await asyncio.to_thread(wait_for, lambda: not children(), 60, "the children to be deleted")
 
