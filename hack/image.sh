@@ -38,8 +38,9 @@ if [ "${1:-}" = "--print" ]; then echo "$TAR"; exit 0; fi
 
 import_into_node() {
   # a running test node (hack/testenv up --node) gets the image at once
-  local sock="$REPO/.testenv/run/containerd.sock"
-  if [ -S "$sock" ]; then
+  local state="${ER_TESTENV_DIR:-$REPO/.testenv}/state.json" sock=""
+  [ -s "$state" ] && sock=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("containerd_socket") or "")' "$state" 2>/dev/null || true)
+  if [ -n "$sock" ] && [ -S "$sock" ]; then
     say "importing into the test node's containerd ($sock)"
     ctr -a "$sock" -n k8s.io images import --no-unpack=false "$TAR" >/dev/null
   fi
