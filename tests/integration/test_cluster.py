@@ -224,8 +224,13 @@ def test_operator_runs_as_a_pod_with_the_shipped_rbac_and_pod_security(operator:
     assert pod["spec"]["nodeName"] == operator.node
     ns = kubectl_json("get", "namespace", OPERATOR_NS)
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
-    logs = kubectl("logs", "-n", OPERATOR_NS, pod["metadata"]["name"])
-    assert logs.strip(), "the operator pod logged nothing"
+    # it logs its start (a pod is Ready, having no readiness probe, before its first line)
+    logs = wait_for(
+        lambda: kubectl("logs", "-n", OPERATOR_NS, pod["metadata"]["name"]).strip(),
+        30,
+        "the operator pod's first log lines",
+    )
+    assert "event-router-operator" in logs, logs[-2000:]
 
 
 async def test_vcenter_to_uri_router_pod_delivers_survives_pod_loss_and_rolls(

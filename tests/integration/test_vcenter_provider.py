@@ -280,10 +280,11 @@ async def test_events_arrive_fast_when_caught_up(
     await asyncio.sleep(4.5)  # idle: one read per WaitForUpdatesEx timeout, not a poll loop
     idle_reads = len(reads)
     assert idle_reads <= 4, f"{idle_reads} reads in 4.5 s idle: polling, not push"
-    # they timed out: nothing new. The first may return early: the collector's version can
+    # they timed out: nothing new. One may return early: the collector's version can
     # have moved while it was being patched in (the provider's own login, another session of
     # this shared vcsim), which is what WaitForUpdatesEx is for.
-    assert len(waits) >= 2 and min(waits[1:]) >= WAIT_SECONDS - 0.5, waits
+    timed_out = [w for w in waits if w >= WAIT_SECONDS - 0.5]
+    assert timed_out and len(waits) - len(timed_out) <= 1, waits
     waits.clear()
     latencies = []
     for i in range(5):
