@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from pyVim.connect import Disconnect, SmartConnect
 
+from event_router.operator import resources
 from tests.integration.conftest import STATE_DIR, TestEnv
 from tests.support.cluster import (
     REPO,
@@ -324,8 +325,8 @@ async def test_vcenter_to_uri_router_pod_delivers_survives_pod_loss_and_rolls(
     def children() -> list[str]:
         out = kubectl("get", "deployments,secrets,serviceaccounts,roles,rolebindings", "-n", ns,
                       "-l", f"{ROUTER_LABEL}={rc}", "-o", "name")  # fmt: skip
-        config = kubectl("get", "configmap", "-n", ns, f"{rc}-router-config", "-o", "name",
-                         "--ignore-not-found")  # fmt: skip
+        config = kubectl("get", "configmap", "-n", ns, resources.config_configmap_name(rc),
+                         "-o", "name", "--ignore-not-found")  # fmt: skip
         return out.split() + config.split()
 
     await asyncio.to_thread(wait_for, lambda: not children(), 60, "the children to be deleted")

@@ -24,7 +24,6 @@ each with its argument; the test checks the behaviour the spec asks for instead.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import re
@@ -42,6 +41,7 @@ import yaml
 from event_router.config.loader import parse_config
 from event_router.core import RouterContext
 from event_router.router import Router
+from tests.support.background import Background
 from tests.support.net import free_port
 from tests.support.sink import CloudEventSink, percent_encoded
 
@@ -409,23 +409,6 @@ for _send in SENDS:
 
 
 # --- the routers ---------------------------------------------------------------------------------
-
-
-class Background:
-    """An event loop in a thread: the routers and sinks run there, the test posts over HTTP."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Any, timeout: float = 15) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
 
 
 @dataclass

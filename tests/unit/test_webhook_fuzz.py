@@ -7,7 +7,6 @@ the examples are posted with a synchronous httpx client over real HTTP.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -23,25 +22,11 @@ from hypothesis import strategies as st
 from event_router.config.loader import parse_config
 from event_router.core import RouterContext
 from event_router.router import Router
+from tests.support.background import Background
 from tests.support.net import free_port
 from tests.support.sink import CloudEventSink, percent_encoded
 
 ALLOWED = {202, 400, 405, 413, 415}
-
-
-class Background:
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Any, timeout: float = 15) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
 
 
 @pytest.fixture(scope="module")
