@@ -87,6 +87,10 @@ def test_a_file_beyond_the_size_limit_is_refused_at_once(tmp_path: Path) -> None
     )
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_validate_is_one_line_and_exit_130(tmp_path: Path) -> None:
     fifo = tmp_path / "config.yaml"
     os.mkfifo(fifo)  # -validate blocks reading it: a deterministic moment for Ctrl-C
@@ -95,6 +99,9 @@ def test_ctrl_c_during_validate_is_one_line_and_exit_130(tmp_path: Path) -> None
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a shell without job control starts background jobs with SIGINT ignored, and
+        # Python keeps an ignored SIGINT ignored: give the router a terminal's Ctrl-C
+        preexec_fn=_default_sigint,
     )
     try:
         # opening the writing end waits for the router to open the reading end; then it
