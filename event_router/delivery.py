@@ -1,7 +1,7 @@
 """Delivery with retries: exponential backoff with jitter, ``Retry-After`` honoured.
 
 Delivered: a 2xx answer only. Retried: transport errors (connect, read, write, timeouts,
-protocol; httpx or aiohttp), and the statuses for which ``retry_status`` answers True (by
+protocol: ``transport_errors``), and the statuses for which ``retry_status`` answers True (by
 default 408, 429 and 5xx). Any other status (a 3xx redirect, which is not followed, or another
 4xx) is not retried. After the last attempt, or on a non-retryable status,
 :class:`~event_router.core.DeliveryError` is raised.
@@ -21,7 +21,6 @@ from typing import Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-import httpx
 
 from event_router.core import DeliveryError
 
@@ -37,8 +36,9 @@ __all__ = [
 ]
 
 #: exceptions that mean "the request did not get a response": retried
+#: (aiohttp's, and the builtins; a caller on another client adds its own: see
+#: ``transport_errors`` of :func:`send_with_retry`, so this module does not import httpx)
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
-    httpx.TransportError,
     aiohttp.ClientError,
     TimeoutError,
     ConnectionError,
@@ -131,6 +131,7 @@ async def send_with_retry(
     retry_transport: Callable[[BaseException], bool] | None = None,
     on_retry: RetryHook | None = None,
     what: str = "delivery",
+    transport_errors: tuple[type[BaseException], ...] = TRANSPORT_ERRORS,
 ) -> R:
     """Call ``send`` until it returns a 2xx response or retries are exhausted.
 
@@ -144,7 +145,7 @@ async def send_with_retry(
         delay: float | None = None
         try:
             response = await send()
-        except TRANSPORT_ERRORS as err:
+        except transport_errors as err:
             if _is_certificate_error(err):
                 raise DeliveryError(
                     f"{what} failed: the server's TLS certificate is not trusted ({err}); "

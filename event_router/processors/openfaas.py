@@ -28,7 +28,7 @@ from cloudevents.conversion import to_json
 
 from event_router.config.models import OpenFaaSConfig
 from event_router.core import CloudEvent, DeliveryError, Processor, RouterContext
-from event_router.delivery import RetryPolicy, send_with_retry
+from event_router.delivery import TRANSPORT_ERRORS, RetryPolicy, send_with_retry
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +274,7 @@ class OpenFaaSProcessor(Processor):
                 retry_transport=None if self.cfg.async_ else _not_a_read_timeout,
                 on_retry=self.on_retry(event_type),
                 what=f"{self.mode} invocation of {name}",
+                transport_errors=(*TRANSPORT_ERRORS, httpx.TransportError),
             )
         except DeliveryError:
             self.counters["failed"] += 1

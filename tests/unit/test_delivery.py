@@ -14,6 +14,7 @@ from cloudevents.http import CloudEvent
 
 from event_router.core import DeliveryError
 from event_router.delivery import (
+    TRANSPORT_ERRORS,
     RetryPolicy,
     default_retry_status,
     retry_after_seconds,
@@ -36,6 +37,7 @@ async def _deliver(
         lambda: client.post(url, headers=headers, content=body),
         policy,
         retry_status=default_retry_status,
+        transport_errors=(*TRANSPORT_ERRORS, httpx.TransportError),
         **kw,
     )
 
