@@ -302,9 +302,18 @@ def build_errors(config: RouterConfig) -> list[str]:
         router = Router(RouterContext(config=config))
         for slot in router.slots:
             slot.processor.preflight()
+            if slot.dead_letter is not None:
+                slot.dead_letter.preflight()
     except Exception as exc:  # each component's setup error names its field
         return [str(exc)]
     return []
+
+
+def _processors_text(config: RouterConfig) -> str:
+    """``processor knative 'x'``, or ``processors knative 'x', openfaas 'y'``."""
+    procs = config.processors
+    listed = ", ".join(f"{p.type} {p.name!r}" for p in procs)
+    return f"processor{'s' if len(procs) > 1 else ''} {listed}"
 
 
 def _print_errors(errors: Sequence[str]) -> None:
@@ -323,8 +332,8 @@ def _validate(path: str) -> int:
     if errors:
         _print_errors(errors)
         return EXIT_USAGE
-    ep, pp = config.eventProvider, config.eventProcessor
-    print(f"{path}: valid (provider {ep.type} {ep.name!r} -> processor {pp.type} {pp.name!r})")
+    ep = config.eventProvider
+    print(f"{path}: valid (provider {ep.type} {ep.name!r} -> {_processors_text(config)})")
     return EXIT_OK
 
 
@@ -363,13 +372,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     register_secrets(config)
     log.info(
-        "event-router %s starting: config %s, provider %s %r -> processor %s %r",
+        "event-router %s starting: config %s, provider %s %r -> %s",
         __version__,
         args.config,
         config.eventProvider.type,
         config.eventProvider.name,
-        config.eventProcessor.type,
-        config.eventProcessor.name,
+        _processors_text(config),
     )
     try:
         factory = checkpoint_store_factory()

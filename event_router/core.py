@@ -21,7 +21,7 @@ from cloudevents.http import CloudEvent
 
 if TYPE_CHECKING:
     from event_router.checkpoints import CheckpointStore, CheckpointTracker
-    from event_router.config.models import RouterConfig
+    from event_router.config.models import EventProcessor, RouterConfig
 
 __all__ = [
     "CloudEvent",
@@ -36,11 +36,23 @@ __all__ = [
 
 
 class DeliveryError(Exception):
-    """A processor could not deliver an event (after its retries, or not retryable)."""
+    """A processor could not deliver an event (after its retries, or not retryable).
 
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
+    ``status`` and ``body`` are the last HTTP answer's, when there was one (a dead-letter
+    event carries them as ``knativeerrorcode`` / ``knativeerrordata``)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        status: int | None = None,
+        body: bytes | None = None,
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.status = status
+        self.body = body
 
 
 Ticket = "asyncio.Future[bool]"
@@ -91,6 +103,10 @@ class Provider(abc.ABC):
     """An event source. One module per type under ``event_router.providers``."""
 
     type: ClassVar[str]
+    #: True when the order of the events matters (one vCenter or Horizon stream): each
+    #: processor then delivers them one at a time, in order. False (webhook: separate clients
+    #: have no order between them): several deliveries in flight per processor.
+    ordered: ClassVar[bool] = True
 
     def __init__(self, context: RouterContext) -> None:
         self.context = context
@@ -123,9 +139,15 @@ class Processor(abc.ABC):
     #: how many events the router may hand to ``process`` concurrently; 1 keeps order
     max_in_flight: int = 1
 
-    def __init__(self, context: RouterContext) -> None:
+    def __init__(
+        self, context: RouterContext, spec: EventProcessor | None = None, index: int = 0
+    ) -> None:
         self.context = context
         self.config = context.config
+        #: this processor's entry of the config (``eventProcessors[index]``, or the original's
+        #: ``eventProcessor``), and its path for error messages
+        self.spec: EventProcessor = spec if spec is not None else context.config.processors[index]
+        self.field_prefix = context.config.processor_field(index)
         #: set by the router: ``retry_hook(attempt, reason, event_type)`` on every retry
         #: (metrics); processors call it through :meth:`on_retry`
         self.retry_hook: Callable[[int, str, str | None], None] | None = None

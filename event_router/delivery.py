@@ -17,12 +17,15 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
 from event_router.core import DeliveryError
+
+if TYPE_CHECKING:
+    from event_router.config.models import Delivery
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,9 @@ class ResponseLike(Protocol):
 
 R = TypeVar("R", bound=ResponseLike)
 
+#: the longest delay between two retries of one delivery a ``delivery`` block gives
+MAX_BACKOFF_SECONDS = 60.0
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -78,6 +84,27 @@ class RetryPolicy:
     max_delay: float = 5.0
     jitter: float = 0.5
     max_retry_after: float = 30.0
+    #: ``linear``: the delay grows by ``base_delay`` each retry instead of doubling
+    linear: bool = False
+
+    @classmethod
+    def of(cls, delivery: Delivery, default: RetryPolicy | None = None) -> RetryPolicy:
+        """The policy of a processor's ``delivery`` (Knative's DeliverySpec). Fields the
+        config leaves out keep ``default``'s values (a processor's own defaults)."""
+        base = default or cls()
+        given = delivery.model_fields_set
+        return cls(
+            attempts=delivery.retry + 1 if "retry" in given or default is None else base.attempts,
+            base_delay=(
+                delivery.backoff_delay_seconds
+                if "backoffDelay" in given or default is None
+                else base.base_delay
+            ),
+            max_delay=max(base.max_delay, MAX_BACKOFF_SECONDS if given else 0.0),
+            jitter=base.jitter,
+            max_retry_after=base.max_retry_after,
+            linear=delivery.backoffPolicy == "linear",
+        )
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
@@ -89,7 +116,8 @@ class RetryPolicy:
 
     def backoff(self, retry: int) -> float:
         """Delay before retry number ``retry`` (1-based), jitter applied."""
-        delay = min(self.max_delay, self.base_delay * (2 ** (retry - 1)))
+        factor = retry if self.linear else 2 ** (retry - 1)
+        delay = min(self.max_delay, self.base_delay * factor)
         if self.jitter:
             delay -= delay * self.jitter * random.random()
         return delay
@@ -173,17 +201,23 @@ async def send_with_retry(
                     f"{_location(response.headers.get('location'))}: redirects are not "
                     "followed; set the destination to the final URL",
                     retryable=False,
+                    status=status,
+                    body=_body(response),
                 )
             if not retry_status(status):
                 raise DeliveryError(
                     f"{what} rejected with HTTP {status} (not retryable): {_snippet(response)}",
                     retryable=False,
+                    status=status,
+                    body=_body(response),
                 )
             if attempt >= policy.attempts:
                 raise DeliveryError(
                     f"{what} failed after {attempt} attempt(s): HTTP {status}: "
                     f"{_snippet(response)}",
                     retryable=True,
+                    status=status,
+                    body=_body(response),
                 )
             after = retry_after_seconds(response.headers.get("retry-after"))
             if after is not None:
@@ -218,6 +252,14 @@ def _location(value: str | None) -> str:
     if parts.port:
         netloc = f"{netloc}:{parts.port}"
     return urlunsplit((parts.scheme, netloc, parts.path, "", "")) or "(no Location header)"
+
+
+def _body(response: ResponseLike, limit: int = 1024) -> bytes | None:
+    """The start of a failed answer's body (a dead-letter event's ``knativeerrordata``)."""
+    try:
+        return response.text.encode("utf-8")[:limit]
+    except Exception:  # body not read (streaming) or undecodable
+        return None
 
 
 def _snippet(response: ResponseLike, limit: int = 200) -> str:

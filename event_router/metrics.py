@@ -176,8 +176,29 @@ class RouterMetrics:
         )
         self.failed = Counter(
             "event_router_events_failed",
-            "Events a processor failed to deliver after retries, by processor and event type",
+            "Delivery rounds that failed after a processor's retries, by processor and event "
+            "type (a retryable failure is retried again until delivered)",
             ["processor", "type", *extra],
+            registry=r,
+        )
+        self.dropped = Counter(
+            "event_router_events_dropped",
+            "Events a processor rejected for good (a non-retryable answer) with no "
+            "deadLetterSink: logged at ERROR with their id, then given up",
+            ["processor", "type", *extra],
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            "event_router_events_dead_lettered",
+            "Events sent to a processor's deadLetterSink after their delivery failed for good",
+            ["processor", "type", *extra],
+            registry=r,
+        )
+        self.stalled = Gauge(
+            "event_router_delivery_stalled_events",
+            "Events whose delivery keeps failing with a retryable error and is retried until "
+            "the sink recovers (the stream waits behind them), by processor",
+            ["processor", *extra],
             registry=r,
         )
         self.retried = Counter(

@@ -5,14 +5,22 @@ r"""The router core: one provider, its processors, their queues, and the lifecyc
     provider --publish()--> [queue A] --worker--> processor A --\
                        \--> [queue B] --worker--> processor B ---+--> ticket (True/False)
 
-* Each processor has its own bounded queue and an optional filter. ``publish`` waits while a
-  queue is full (backpressure): nothing is ever dropped.
-* Per processor, events are dispatched in the order they were published. With
-  ``max_in_flight == 1`` (the default) they are also delivered in that order; a processor
-  that allows more keeps the dispatch order but may complete out of order.
-* ``publish`` returns a ticket (a future) that resolves True once every processor
-  delivered the event (filtered-out counts as delivered), False when any failed after its
-  retries. Checkpointing providers advance only over True (``CheckpointTracker``).
+* Each processor has its own bounded queue and an optional filter (``filters`` and
+  ``pattern``). ``publish`` waits while a queue is full (backpressure): nothing is ever
+  dropped there.
+* Per processor, events are dispatched in the order they were published. For an ordered
+  provider (vCenter, Horizon) each processor delivers one event at a time, in that order;
+  for the webhook (separate clients, no order between them) several are in flight.
+* Settling: an event is settled by a processor when it was delivered, filtered out,
+  dead-lettered (``delivery.deadLetterSink``) after it failed for good, or dropped (a
+  non-retryable answer and no dead-letter sink: logged at ERROR, counted). A retryable
+  failure is never given up: the router retries it with capped exponential backoff until
+  the sink takes it (the processor's queue waits behind it: the stream stalls, the checkpoint
+  holds, the ``stalled`` metric and ``/stats`` say so), and so it does when the dead-letter
+  sink itself fails.
+* ``publish`` returns a ticket (a future) that resolves True once every processor settled
+  the event, False only when the router stopped before that. Checkpointing providers
+  advance only over True (``CheckpointTracker``).
 * ``stop``: intake stops (publishers get :class:`RouterClosed`, the webhook answers 503),
   queued events are delivered within the timeout (what is left resolves False), then the
   provider is closed (its final checkpoint), then the processors.
@@ -21,8 +29,10 @@ r"""The router core: one provider, its processors, their queues, and the lifecyc
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,15 +40,31 @@ from typing import Any
 from cloudevents.http import CloudEvent
 
 from event_router.core import DeliveryError, Processor, Provider, RouterContext
+from event_router.filters import compile_event_filter
 from event_router.metrics import InvocationStats, MetricsServer, RouterMetrics, rfc3339
 from event_router.processors import processor_class
 from event_router.providers import provider_class
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_QUEUE_SIZE", "EventFilter", "ProcessorSlot", "Router", "RouterClosed"]
+__all__ = [
+    "DEFAULT_QUEUE_SIZE",
+    "EventFilter",
+    "ProcessorSlot",
+    "Router",
+    "RouterClosed",
+    "dead_letter_event",
+]
 
 DEFAULT_QUEUE_SIZE = 1000
+#: deliveries in flight per processor when the provider's events have no order (webhook)
+UNORDERED_IN_FLIGHT = 64
+#: the router's own retries of a retryable failure (after the processor's): the first delay,
+#: and the cap of the exponential backoff (how long a recovered sink waits at most)
+STALL_FIRST_DELAY = 0.5
+STALL_MAX_DELAY = 10.0
+#: knativeerrordata: at most this many bytes of the failed answer's body (Knative's limit)
+ERROR_DATA_MAX_BYTES = 1024
 
 EventFilter = Callable[[CloudEvent], bool]
 
@@ -69,6 +95,7 @@ class ProcessorSlot:
         filter: EventFilter | None = None,
         name: str | None = None,
         max_in_flight: int | None = None,
+        dead_letter: Processor | None = None,
     ) -> None:
         if queue_size < 1:
             raise ValueError(f"queue_size: must be >= 1 (got {queue_size})")
@@ -87,6 +114,13 @@ class ProcessorSlot:
         self.in_flight: set[asyncio.Task[None]] = set()
         #: 1 while the ordered worker (max_in_flight 1) is delivering an event
         self.delivering = 0
+        #: where events go that failed for good (``delivery.deadLetterSink``), or None
+        self.dead_letter = dead_letter
+        #: events being retried until the sink recovers, and since when (``time.time()``)
+        self.stalled = 0
+        self.stalled_since: float | None = None
+        self.dropped = 0
+        self.dead_lettered = 0
 
 
 class Router:
@@ -105,10 +139,7 @@ class Router:
         config = context.config
         self.provider: Provider = provider or provider_class(config.eventProvider.type)(context)
         if processors is None:
-            proc = processor_class(config.eventProcessor.type)(context)
-            processors = [
-                ProcessorSlot(proc, queue_size=queue_size, name=config.eventProcessor.name)
-            ]
+            processors = build_slots(context, ordered=self.provider.ordered, queue_size=queue_size)
         if not processors:
             raise ValueError("a router needs at least one processor")
         self.slots: list[ProcessorSlot] = list(processors)
@@ -129,6 +160,7 @@ class Router:
             m = self.metrics
             m.child(m.queue_capacity, slot.name).set(slot.queue_size)
             m.child(m.queue_depth, slot.name).set_function(slot.queue.qsize)
+            m.child(m.stalled, slot.name).set_function(_getter(slot))
             # processors that retry report each retry here (see docs/router.md)
             slot.processor.retry_hook = self._retry_hook(slot)
         m = self.metrics
@@ -161,6 +193,9 @@ class Router:
             for slot in self.slots:
                 await slot.processor.start()
                 self._started_processors.append(slot.processor)
+                if slot.dead_letter is not None:
+                    await slot.dead_letter.start()
+                    self._started_processors.append(slot.dead_letter)
             if self._metrics_server is not None:
                 await self._metrics_server.start()
         except BaseException:
@@ -362,11 +397,75 @@ class Router:
             slot.queue.task_done()
 
     async def _deliver(self, slot: ProcessorSlot, entry: _Entry) -> None:
+        """Deliver one event until it is settled (see the module docstring)."""
         event = entry.event
-        ok = False
+        rounds = 0
+        stalled_at: float | None = None
+        outcome = "delivered"
         try:
-            await slot.processor.process(event)
-            ok = True
+            while True:
+                error = await self._attempt(slot, slot.processor, event)
+                if error is None:
+                    break
+                m = self.metrics
+                m.child(m.failed, slot.name, m.type_label(event.get("type"))).inc()
+                slot.stats.record(event.get("subject") or event.get("type") or "", False)
+                if slot.dead_letter is not None:
+                    await self._dead_letter(slot, entry, error)
+                    outcome = "dead-lettered"
+                    break
+                if not error.retryable:
+                    log.error(
+                        "processor %s: event %s (%s) dropped: %s (not retryable, and no "
+                        "delivery.deadLetterSink to send it to)",
+                        slot.name,
+                        event.get("id"),
+                        event.get("type"),
+                        error,
+                    )
+                    outcome = "dropped"
+                    break
+                rounds += 1
+                if stalled_at is None:
+                    stalled_at = time.time()
+                    slot.stalled += 1
+                    slot.stalled_since = slot.stalled_since or stalled_at
+                delay = _stall_delay(rounds)
+                log.warning(
+                    "processor %s: delivery stalled on event %s (%s) for %.0fs: %s; retrying "
+                    "in %.1fs (the stream waits: nothing is dropped)",
+                    slot.name,
+                    event.get("id"),
+                    event.get("type"),
+                    time.time() - stalled_at,
+                    error,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            self._record(slot, entry, False)
+            raise
+        finally:
+            if stalled_at is not None:
+                slot.stalled -= 1
+                if not slot.stalled:
+                    slot.stalled_since = None
+        if stalled_at is not None and outcome == "delivered":
+            log.info(
+                "processor %s: event %s delivered after a %.1fs stall; the stream goes on",
+                slot.name,
+                event.get("id"),
+                time.time() - stalled_at,
+            )
+        self._record(slot, entry, True, outcome)
+
+    async def _attempt(
+        self, slot: ProcessorSlot, processor: Processor, event: CloudEvent
+    ) -> DeliveryError | None:
+        """One round of ``processor.process`` (its own retries included): None when
+        delivered, else the error (a bug in a processor counts as not retryable)."""
+        try:
+            await processor.process(event)
         except DeliveryError as err:
             log.warning(
                 "processor %s: event %s (%s) not delivered: %s",
@@ -375,22 +474,62 @@ class Router:
                 event.get("type"),
                 err,
             )
+            return err
         except asyncio.CancelledError:
-            self._record(slot, entry, False)
             raise
-        except Exception:
+        except Exception as err:
             log.exception(
                 "processor %s: unexpected error delivering event %s", slot.name, event.get("id")
             )
-        self._record(slot, entry, ok)
+            return DeliveryError(f"unexpected error: {type(err).__name__}: {err}")
+        return None
 
-    def _record(self, slot: ProcessorSlot, entry: _Entry, ok: bool) -> None:
+    async def _dead_letter(self, slot: ProcessorSlot, entry: _Entry, error: DeliveryError) -> None:
+        """Send the event to the slot's dead-letter sink; retried until it is taken."""
+        sink = slot.dead_letter
+        assert sink is not None
+        event = entry.event
+        letter = dead_letter_event(event, slot.processor.address(), error)
+        rounds = 0
+        while True:
+            failure = await self._attempt(slot, sink, letter)
+            if failure is None:
+                break
+            rounds += 1
+            delay = _stall_delay(rounds)
+            log.error(
+                "processor %s: the dead-letter sink %s did not take event %s: %s; retrying in "
+                "%.1fs (the checkpoint holds: nothing is lost)",
+                slot.name,
+                sink.address(),
+                event.get("id"),
+                failure,
+                delay,
+            )
+            await asyncio.sleep(delay)
+        slot.dead_lettered += 1
+        m = self.metrics
+        m.child(m.dead_lettered, slot.name, m.type_label(event.get("type"))).inc()
+        log.warning(
+            "processor %s: event %s (%s) sent to the dead-letter sink %s (%s)",
+            slot.name,
+            event.get("id"),
+            event.get("type"),
+            sink.address(),
+            error,
+        )
+
+    def _record(self, slot: ProcessorSlot, entry: _Entry, ok: bool, outcome: str = "") -> None:
         event = entry.event
         m = self.metrics
         etype = event.get("type") or ""
-        m.child(m.delivered if ok else m.failed, slot.name, m.type_label(etype)).inc()
+        if outcome == "delivered":
+            m.child(m.delivered, slot.name, m.type_label(etype)).inc()
+            slot.stats.record(event.get("subject") or etype, True)
+        elif outcome == "dropped":
+            slot.dropped += 1
+            m.child(m.dropped, slot.name, m.type_label(etype)).inc()
         m.child(m.latency, slot.name).observe(time.perf_counter() - entry.accepted)
-        slot.stats.record(event.get("subject") or etype, ok)
         self._settle(entry, ok)
 
     def _settle(self, entry: _Entry, ok: bool) -> None:
@@ -432,8 +571,101 @@ class Router:
             key = slot.processor.type
             if key in entries:  # several processors of one type: keep them apart
                 key = f"{key}-{slot.name}"
-            entries[key] = slot.stats.as_json()
+            entry = slot.stats.as_json()
+            entry["name"] = slot.name
+            entry["queued"] = slot.queue.qsize()
+            entry["stalled"] = slot.stalled
+            if slot.stalled_since is not None:
+                entry["stalledSince"] = rfc3339(slot.stalled_since)
+            entry["dropped"] = slot.dropped
+            entry["deadLettered"] = slot.dead_lettered
+            if slot.dead_letter is not None:
+                entry["deadLetterSink"] = slot.dead_letter.address()
+            entries[key] = entry
         return {"vmware.event.router.stats": entries}
+
+    def processor_states(self) -> list[dict[str, Any]]:
+        """Per processor: name, type, address, dead-letter sink, stalled (for status)."""
+        return [
+            {
+                "name": slot.name,
+                "type": slot.processor.type,
+                "address": slot.processor.address(),
+                "deadLetterSink": slot.dead_letter.address() if slot.dead_letter else None,
+                "stalled": slot.stalled,
+                "stalledSince": rfc3339(slot.stalled_since) if slot.stalled_since else None,
+            }
+            for slot in self.slots
+        ]
+
+
+def build_slots(
+    context: RouterContext, *, ordered: bool = True, queue_size: int = DEFAULT_QUEUE_SIZE
+) -> list[ProcessorSlot]:
+    """One slot per configured processor: its filter, its dead-letter sink, and how many
+    deliveries it may have in flight (one, in order, for an ordered provider)."""
+    slots = []
+    config = context.config
+    for i, spec in enumerate(config.processors):
+        proc = processor_class(spec.type)(context, spec, i)
+        slots.append(
+            ProcessorSlot(
+                proc,
+                queue_size=queue_size,
+                name=spec.name,
+                filter=compile_event_filter(spec),
+                max_in_flight=None if ordered else max(proc.max_in_flight, UNORDERED_IN_FLIGHT),
+                dead_letter=dead_letter_sender(context, i),
+            )
+        )
+    return slots
+
+
+def dead_letter_sender(context: RouterContext, index: int) -> Processor | None:
+    """A knative sender to processor ``index``'s ``delivery.deadLetterSink`` (None without
+    one). It trusts what the processor trusts (``insecureSSL`` of a knative processor)."""
+    from event_router.config.models import EventProcessor, KnativeConfig
+
+    spec = context.config.processors[index]
+    sink = spec.delivery.deadLetterSink
+    if sink is None:
+        return None
+    from event_router.processors.knative import KnativeProcessor
+
+    insecure = spec.knative.insecureSSL if spec.knative is not None else False
+    dl_spec = EventProcessor(
+        type="knative",
+        name=f"{spec.name}-dead-letter",
+        knative=KnativeConfig(destination=sink, insecureSSL=insecure),
+    )
+    sender = KnativeProcessor(context, dl_spec, index)
+    sender.field = f"{context.config.processor_field(index)}.delivery.deadLetterSink"
+    sender.destination_field = sender.field
+    return sender
+
+
+def dead_letter_event(event: CloudEvent, destination: str, error: DeliveryError) -> CloudEvent:
+    """The event as the dead-letter sink gets it: unchanged, plus Knative's extensions
+    ``knativeerrordest`` (where delivery failed), ``knativeerrorcode`` (the HTTP status, when
+    there was an answer) and ``knativeerrordata`` (base64 of the answer's body, at most 1 KiB;
+    without an answer, of the error message)."""
+    attrs = dict(event.get_attributes())
+    attrs["knativeerrordest"] = destination
+    if error.status is not None:
+        attrs["knativeerrorcode"] = str(error.status)
+    body = error.body if error.body else str(error).encode("utf-8")
+    attrs["knativeerrordata"] = base64.b64encode(body[:ERROR_DATA_MAX_BYTES]).decode("ascii")
+    return CloudEvent(attrs, event.get_data())
+
+
+def _stall_delay(rounds: int) -> float:
+    """Capped exponential backoff with jitter between the router's own delivery rounds."""
+    delay = min(STALL_MAX_DELAY, STALL_FIRST_DELAY * 2 ** min(rounds - 1, 16))
+    return delay * (0.75 + 0.25 * random.random())
+
+
+def _getter(slot: ProcessorSlot) -> Callable[[], float]:
+    return lambda: float(slot.stalled)
 
 
 def _reason_label(reason: str) -> str:

@@ -395,6 +395,11 @@ def _validate(data: dict[str, Any], prefix: str, top: Iterable[str] = ()) -> Rou
 # --- error lines --------------------------------------------------------------------------
 
 
+def _part(text: str) -> str | int:
+    """A list index in a problem's field path (``eventProcessors.1.name``) as an int."""
+    return int(text) if text.isdigit() else text
+
+
 def _path(loc: Iterable[str | int]) -> str:
     out = ""
     for part in loc:
@@ -484,6 +489,12 @@ def _message(err: Any, loc: tuple[str | int, ...]) -> str:
         return f"must be a list ({_got(value, loc)})"
     if kind == "string_too_short" and ctx.get("min_length") == 1:
         return "must not be empty"
+    if kind == "too_short":
+        got = ctx.get("actual_length")
+        return f"must hold at least {ctx.get('min_length')} item(s) (got {got})"
+    if kind == "too_long":
+        got = ctx.get("actual_length")
+        return f"must hold at most {ctx.get('max_length')} item(s) (got {got})"
     if kind == "string_pattern_mismatch" and loc and loc[-1] == "region":
         return f"not an AWS region name ({_got(value, loc)}; allowed: a region such as us-west-1)"
     if kind in _RANGE_ERRORS or (
@@ -548,7 +559,7 @@ def format_errors(exc: ValidationError, prefix: str = "", top: tuple[str, ...] =
         if err["type"] == ERROR_TYPE:
             problems = (err.get("ctx") or {}).get("problems", [])
             entries = [
-                (loc + (tuple(field.split(".")) if field else ()), message)
+                (loc + (tuple(_part(p) for p in field.split(".")) if field else ()), message)
                 for field, message in problems
             ]
         else:

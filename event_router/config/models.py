@@ -58,8 +58,11 @@ OPENFAAS_REFRESH_SECONDS = (0.1, 3600.0)
 EVENTBRIDGE_RULE_REFRESH_SECONDS = (0.1, 86_400.0)
 PAGE_SIZE = (1, 1000)
 WEBHOOK_MAX_BODY_BYTES = (1024, 64 * 1_048_576)
+WEBHOOK_ACK_TIMEOUT_SECONDS = (0.1, 600.0)
 PORT = (1, 65535)
 MAX_ROOT_CAS = 16
+#: processors of one router (eventProcessors)
+MAX_PROCESSORS = 16
 #: names (``metadata.name``, ``eventProvider.name``, ...): length, and no control characters
 NAME_MAX_LENGTH = 253
 #: any other string of the config
@@ -478,8 +481,13 @@ class WebhookConfig(Strict):
         str, Field(max_length=WEBHOOK_PATH_MAX_LENGTH), _Printable, AfterValidator(_check_path)
     ]
     auth: Auth | None = None
-    # extension of ours
+    # extensions of ours
     maxBodyBytes: int = Count(1_048_576, WEBHOOK_MAX_BODY_BYTES)
+    #: when a request gets its 2xx: ``delivered`` (every processor settled its events) or
+    #: ``queued`` (held in memory only: faster, but lost if the router dies)
+    ack: Literal["delivered", "queued"] = "delivered"
+    #: ``ack: delivered``: how long a request may wait for delivery before its 503
+    ackTimeoutSeconds: float = Seconds(30.0, WEBHOOK_ACK_TIMEOUT_SECONDS)
 
     @model_validator(mode="after")
     def _auth(self) -> WebhookConfig:
@@ -663,6 +671,171 @@ class AWSEventBridgeConfig(Strict):
         return self
 
 
+# --- filters and delivery (Knative Trigger filters, Knative DeliverySpec) ---------------
+
+#: a CloudEvent attribute name (CloudEvents 1.0: lower-case ASCII letters and digits)
+ATTRIBUTE_NAME_PATTERN = r"^[a-z0-9]{1,64}$"
+AttributeName = Annotated[str, Field(pattern=ATTRIBUTE_NAME_PATTERN)]
+AttributeValue = Annotated[str, Field(max_length=STRING_MAX_LENGTH), _Printable]
+FILTERS_MAX_DEPTH = 8
+FILTERS_MAX_LENGTH = 64
+#: the filter dialects of a Knative Trigger's ``filters`` that we evaluate
+FILTER_DIALECTS = ("exact", "prefix", "suffix", "all", "any", "not")
+
+
+def _attr(dialect: str) -> str:
+    return "not_" if dialect == "not" else dialect
+
+
+class Filter(Strict):
+    """One expression of a Knative Trigger's ``filters`` list: exactly one dialect.
+
+    ``exact`` / ``prefix`` / ``suffix`` map one CloudEvent attribute to a value (the
+    attribute's value equals, starts with, ends with it); ``all`` / ``any`` hold lists of
+    filters (all, at least one, must match); ``not`` holds one filter that must not match."""
+
+    exact: dict[AttributeName, AttributeValue] | None = None
+    prefix: dict[AttributeName, AttributeValue] | None = None
+    suffix: dict[AttributeName, AttributeValue] | None = None
+    all: list[Filter] | None = Field(default=None, max_length=FILTERS_MAX_LENGTH)
+    any: list[Filter] | None = Field(default=None, max_length=FILTERS_MAX_LENGTH)
+    not_: Filter | None = Field(default=None, alias="not")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cesql(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "cesql" in data:
+            raise PydanticCustomError(
+                ERROR_TYPE,
+                "{summary}",
+                {
+                    "summary": "cesql: not supported",
+                    "problems": [
+                        (
+                            "cesql",
+                            "not supported (allowed: exact, prefix, suffix, all, any, not; "
+                            "for content filters use the processor's pattern)",
+                        )
+                    ],
+                },
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _one_dialect(self) -> Filter:
+        problems = Problems()
+        given = [d for d in FILTER_DIALECTS if getattr(self, _attr(d)) is not None]
+        if len(given) != 1:
+            got = ", ".join(given) if given else "none"
+            problems.add("", f"exactly one of {', '.join(FILTER_DIALECTS)} is required (got {got})")
+        for d in ("exact", "prefix", "suffix"):
+            m = getattr(self, d)
+            if m is not None and len(m) != 1:
+                problems.add(
+                    d,
+                    f"exactly one attribute is required (got {len(m)}; allowed: one "
+                    f"attribute per {d} filter, several filters in a list or under all)",
+                )
+            if d != "exact" and m:
+                for k, v in m.items():
+                    if not v:
+                        problems.add(f"{d}.{k}", "must not be empty")
+        for d in ("all", "any"):
+            lst = getattr(self, d)
+            if lst is not None and not lst:
+                problems.add(d, "must hold at least one filter")
+        problems.raise_if_any()
+        return self
+
+    def depth(self) -> int:
+        inner = [*(self.all or []), *(self.any or []), *([self.not_] if self.not_ else [])]
+        return 1 + max((f.depth() for f in inner), default=0)
+
+
+_DURATION = re.compile(
+    r"^P(?:(?P<d>[0-9]+)D)?(?:T(?:(?P<h>[0-9]+)H)?(?:(?P<m>[0-9]+)M)?"
+    r"(?:(?P<s>[0-9]+(?:[.,][0-9]+)?)S)?)?$"
+)
+#: the ISO 8601 durations the CRD accepts (days, hours, minutes, seconds; no years or months,
+#: whose length varies)
+DURATION_PATTERN = (
+    _DURATION.pattern.replace("?P<d>", "")
+    .replace("?P<h>", "")
+    .replace("?P<m>", "")
+    .replace("?P<s>", "")
+)
+
+
+def parse_duration(value: str) -> float:
+    """An ISO 8601 duration (``PT0.2S``, ``PT1M30S``, ``P1DT2H``) in seconds; ValueError
+    naming what is allowed otherwise."""
+    m = _DURATION.match(value)
+    if m is None or value in ("P", "PT") or value.endswith("T"):
+        raise ValueError(
+            "not an ISO 8601 duration (allowed: days, hours, minutes and seconds, such as "
+            "PT0.2S, PT30S, PT1M30S, P1DT2H)"
+        )
+    d, h, mi, s = (m.group(k) for k in ("d", "h", "m", "s"))
+    return (
+        int(d or 0) * 86400
+        + int(h or 0) * 3600
+        + int(mi or 0) * 60
+        + float((s or "0").replace(",", "."))
+    )
+
+
+def _check_duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+Duration = Annotated[str, Field(max_length=64), AfterValidator(_check_duration)]
+
+#: bounds (seconds) of the DeliverySpec durations and of ``retry``
+BACKOFF_DELAY_SECONDS = (0.0, 3600.0)
+DELIVERY_TIMEOUT_SECONDS = (0.1, 3600.0)
+DELIVERY_RETRY = (0, 100)
+
+
+class Delivery(Strict):
+    """Knative's DeliverySpec, per processor: how often and how patiently to deliver, and
+    where an event goes that cannot be delivered (see docs/router.md)."""
+
+    #: retries after the first attempt
+    retry: int = Count(4, DELIVERY_RETRY)
+    backoffPolicy: Literal["linear", "exponential"] = "exponential"
+    #: the delay before the first retry; exponential doubles it each retry, linear adds it
+    backoffDelay: Duration = "PT0.1S"
+    #: the time one attempt may take
+    timeout: Duration = "PT10S"
+    deadLetterSink: Destination | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Delivery:
+        problems = Problems()
+        for name, (lo, hi) in (
+            ("backoffDelay", BACKOFF_DELAY_SECONDS),
+            ("timeout", DELIVERY_TIMEOUT_SECONDS),
+        ):
+            secs = parse_duration(getattr(self, name))
+            if not lo <= secs <= hi:
+                problems.add(
+                    name,
+                    f"out of range (got {getattr(self, name)}, {secs:g}s; allowed: "
+                    f"{lo:g}s to {hi:g}s)",
+                )
+        problems.raise_if_any()
+        return self
+
+    @property
+    def backoff_delay_seconds(self) -> float:
+        return parse_duration(self.backoffDelay)
+
+    @property
+    def timeout_seconds(self) -> float:
+        return parse_duration(self.timeout)
+
+
 ProcessorType = Literal["knative", "openfaas", "aws_event_bridge"]
 
 
@@ -672,6 +845,12 @@ class EventProcessor(Strict):
     knative: KnativeConfig | None = None
     openfaas: OpenFaaSConfig | None = None
     awsEventBridge: AWSEventBridgeConfig | None = None
+    # extensions of ours: which events this processor takes, and how it delivers them
+    #: Knative Trigger filters: every entry must match (see docs/configuration.md)
+    filters: list[Filter] | None = Field(default=None, max_length=FILTERS_MAX_LENGTH)
+    #: an Amazon EventBridge event pattern matched against the CloudEvent as JSON
+    pattern: dict[str, Any] | None = None
+    delivery: Delivery = Field(default_factory=Delivery)
 
     @model_validator(mode="after")
     def _block(self) -> EventProcessor:
@@ -681,6 +860,19 @@ class EventProcessor(Strict):
             self,
             {"knative": "knative", "openfaas": "openfaas", "aws_event_bridge": "awsEventBridge"},
         )
+        for i, f in enumerate(self.filters or []):
+            if f.depth() > FILTERS_MAX_DEPTH:
+                problems.add(
+                    f"filters.{i}",
+                    f"nested {f.depth()} levels deep (allowed: at most {FILTERS_MAX_DEPTH})",
+                )
+        if self.pattern is not None:
+            from event_router.patterns import PatternError, compile_pattern
+
+            try:
+                compile_pattern(self.pattern)
+            except PatternError as err:
+                problems.add("pattern", str(err))
         problems.raise_if_any()
         return self
 
@@ -736,7 +928,12 @@ class RouterSpec(Strict):
     """The router's settings: the original file's top-level fields, the CR's ``spec``."""
 
     eventProvider: EventProvider
-    eventProcessor: EventProcessor
+    #: the original's one processor; the same as ``eventProcessors`` with one entry
+    eventProcessor: EventProcessor | None = None
+    #: several processors, each with a unique name (an extension of ours)
+    eventProcessors: list[EventProcessor] | None = Field(
+        default=None, min_length=1, max_length=MAX_PROCESSORS
+    )
     metricsProvider: MetricsProvider | None = None
     certificates: Certificates | None = None
     checkpoint: CheckpointTuning = Field(default_factory=CheckpointTuning)
@@ -744,6 +941,26 @@ class RouterSpec(Strict):
     @model_validator(mode="after")
     def _listeners(self) -> RouterSpec:
         problems = Problems()
+        if self.eventProcessor is None and self.eventProcessors is None:
+            problems.add(
+                "eventProcessors",
+                "required (allowed: a list of processors, or the original's single eventProcessor)",
+            )
+        elif self.eventProcessor is not None and self.eventProcessors is not None:
+            problems.add(
+                "eventProcessors",
+                "not allowed together with eventProcessor (allowed: one of eventProcessor "
+                "or eventProcessors; move the processor into the list)",
+            )
+        seen: dict[str, int] = {}
+        for i, p in enumerate(self.eventProcessors or []):
+            if p.name in seen:
+                problems.add(
+                    f"eventProcessors.{i}.name",
+                    f"{p.name!r} is the name of eventProcessors[{seen[p.name]}] too "
+                    f"(allowed: a unique name per processor)",
+                )
+            seen.setdefault(p.name, i)
         hook = self.eventProvider.webhook if self.eventProvider.type == "webhook" else None
         if hook is not None and self.metricsProvider is not None:
             h_host, h_port = parse_bind_address(hook.bindAddress)
@@ -757,6 +974,20 @@ class RouterSpec(Strict):
                 )
         problems.raise_if_any()
         return self
+
+    @property
+    def processors(self) -> list[EventProcessor]:
+        """Every processor: ``eventProcessors``, or the original's ``eventProcessor``."""
+        if self.eventProcessors is not None:
+            return list(self.eventProcessors)
+        assert self.eventProcessor is not None
+        return [self.eventProcessor]
+
+    def processor_field(self, index: int) -> str:
+        """The config path of processor ``index``, for error messages."""
+        if self.eventProcessors is not None:
+            return f"eventProcessors[{index}]"
+        return "eventProcessor"
 
 
 class _Header(Strict):

@@ -35,7 +35,7 @@ from typing import Any
 
 from cloudevents.conversion import to_json
 
-from event_router.config.models import AWSEventBridgeConfig
+from event_router.config.models import AWSEventBridgeConfig, EventProcessor
 from event_router.core import CloudEvent, DeliveryError, Processor, RouterContext
 from event_router.delivery import RetryPolicy
 from event_router.patterns import Pattern, PatternError, compile_pattern
@@ -118,20 +118,21 @@ class EventBridgeProcessor(Processor):
     def __init__(
         self,
         context: RouterContext,
+        spec: EventProcessor | None = None,
+        index: int = 0,
         *,
         retry: RetryPolicy | None = None,
     ) -> None:
-        super().__init__(context)
-        cfg = context.config.eventProcessor.awsEventBridge
+        super().__init__(context, spec, index)
+        self.field = f"{self.field_prefix}.awsEventBridge"
+        cfg = self.spec.awsEventBridge
         if cfg is None:
-            raise EventBridgeSetupError(
-                f"{FIELD}: required when eventProcessor.type is aws_event_bridge"
-            )
+            raise EventBridgeSetupError(f"{self.field}: required when type is aws_event_bridge")
         self.cfg: AWSEventBridgeConfig = cfg
         m = _RULE_ARN.match(cfg.ruleARN)
         if m is None:
             raise EventBridgeSetupError(
-                f"{FIELD}.ruleARN: not an EventBridge rule ARN (got {cfg.ruleARN!r}; expected "
+                f"{self.field}.ruleARN: not an EventBridge rule ARN (got {cfg.ruleARN!r}; expected "
                 "arn:aws:events:<region>:<account-id>:rule/[<event-bus>/]<rule-name>)"
             )
         bus_match = _BUS_ARN.match(cfg.eventBus)
@@ -141,21 +142,23 @@ class EventBridgeProcessor(Processor):
         rule_bus = m.group("bus") or "default"
         if rule_bus != self.bus_name:
             raise EventBridgeSetupError(
-                f"{FIELD}.ruleARN: the rule belongs to event bus {rule_bus!r} but eventBus is "
+                f"{self.field}.ruleARN: the rule belongs to event bus {rule_bus!r} but eventBus is "
                 f"{self.bus_name!r} (got {cfg.ruleARN!r}); use the rule of the configured bus"
             )
         auth = cfg.auth
         if auth.type == "aws_access_key":
             if auth.awsAccessKeyAuth is None:
                 raise EventBridgeSetupError(
-                    f"{FIELD}.auth.awsAccessKeyAuth: required when auth.type is aws_access_key"
+                    f"{self.field}.auth.awsAccessKeyAuth: required when auth.type is aws_access_key"
                 )
         elif auth.type != "aws_iam_role":
             raise EventBridgeSetupError(
-                f"{FIELD}.auth.type: {auth.type!r} is not supported here "
+                f"{self.field}.auth.type: {auth.type!r} is not supported here "
                 "(allowed: aws_access_key, aws_iam_role)"
             )
-        self.retry = retry or RetryPolicy(attempts=6, base_delay=0.2, max_delay=10.0)
+        self.retry = retry or RetryPolicy.of(
+            self.spec.delivery, RetryPolicy(attempts=6, base_delay=0.2, max_delay=10.0)
+        )
         #: the router sets this to count retries in its metrics
         self.pattern: Pattern | None = None
         self.pattern_text: str | None = None
@@ -409,14 +412,14 @@ class EventBridgeProcessor(Processor):
         text = rule.get("EventPattern")
         if not text:
             raise EventBridgeSetupError(
-                f"{FIELD}.ruleARN: rule {self.cfg.ruleARN} has no EventPattern (a schedule "
+                f"{self.field}.ruleARN: rule {self.cfg.ruleARN} has no EventPattern (a schedule "
                 "rule cannot select events); use a rule with an event pattern"
             )
         try:
             return text, compile_pattern(text)
         except PatternError as err:
             raise EventBridgeSetupError(
-                f"{FIELD}.ruleARN: the EventPattern of rule {self.cfg.ruleARN} cannot be "
+                f"{self.field}.ruleARN: the EventPattern of rule {self.cfg.ruleARN} cannot be "
                 f"applied: {err}"
             ) from None
 
@@ -427,7 +430,7 @@ class EventBridgeProcessor(Processor):
             return self._find_rule_unguarded()
         except BotoCoreError as err:  # no credentials, endpoint unreachable, ...
             raise EventBridgeSetupError(
-                f"{FIELD}: cannot read rule {self.cfg.ruleARN} from "
+                f"{self.field}: cannot read rule {self.cfg.ruleARN} from "
                 f"{self.cfg.endpoint or 'AWS'} ({type(err).__name__}: {err})"
             ) from None
 
@@ -446,7 +449,7 @@ class EventBridgeProcessor(Processor):
             code = err.response.get("Error", {}).get("Code", "")
             if code != "ResourceNotFoundException":
                 raise EventBridgeSetupError(
-                    f"{FIELD}: cannot read rule {self.cfg.ruleARN} on bus {self.bus_name!r}: "
+                    f"{self.field}: cannot read rule {self.cfg.ruleARN} on bus {self.bus_name!r}: "
                     f"{code or err}"
                 ) from None
         names: list[str] = []
@@ -460,7 +463,7 @@ class EventBridgeProcessor(Processor):
             except ClientError as err:
                 code = err.response.get("Error", {}).get("Code", "")
                 raise EventBridgeSetupError(
-                    f"{FIELD}.eventBus: cannot list the rules of bus {self.bus_name!r}: "
+                    f"{self.field}.eventBus: cannot list the rules of bus {self.bus_name!r}: "
                     f"{code or err}"
                 ) from None
             for found in page.get("Rules", []):
@@ -472,7 +475,7 @@ class EventBridgeProcessor(Processor):
                 break
         shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "") if names else "none"
         raise EventBridgeSetupError(
-            f"{FIELD}.ruleARN: rule {self.cfg.ruleARN} not found on event bus "
+            f"{self.field}.ruleARN: rule {self.cfg.ruleARN} not found on event bus "
             f"{self.bus_name!r} in {self.cfg.region} (rules on that bus: {shown})"
         )
 

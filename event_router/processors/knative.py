@@ -25,7 +25,7 @@ import aiohttp
 from cloudevents.http import CloudEvent
 
 from event_router import cebinding
-from event_router.config.models import KnativeConfig, KReference, URIObject
+from event_router.config.models import EventProcessor, KnativeConfig, KReference, URIObject
 from event_router.core import DeliveryError, Processor, RouterContext
 from event_router.delivery import RetryPolicy, default_retry_status, send_with_retry
 
@@ -45,7 +45,7 @@ FIELD = "eventProcessor.knative"
 REF_REFRESH_SECONDS = 30.0
 
 
-def resolve_ref(ref: KReference) -> str:
+def resolve_ref(ref: KReference, where: str = f"{FIELD}.destination") -> str:
     """The URL of the Addressable (Broker, Knative Service, any ``status.address.url``) or
     v1 Service that ``destination.ref`` names, read from the Kubernetes API the router can
     reach (in-cluster service account, else KUBECONFIG). Blocking; ValueError naming the
@@ -53,15 +53,14 @@ def resolve_ref(ref: KReference) -> str:
     from event_router.kubeclient import NoKubernetes, api_client, own_namespace
     from event_router.operator.sinks import Resolver, SinkError
 
-    where = f"{FIELD}.destination.ref"
     ns = f"{ref.namespace}/" if ref.namespace else ""
     what = f"{ref.kind} {ns}{ref.name} ({ref.apiVersion})"
     try:
         api = api_client()
     except NoKubernetes as e:
         raise ValueError(
-            f"{where}: {what} must be resolved to a URL, and the router cannot reach the "
-            f"Kubernetes API to do it ({e}); set {FIELD}.destination.uri instead "
+            f"{where}.ref: {what} must be resolved to a URL, and the router cannot reach the "
+            f"Kubernetes API to do it ({e}); set {where}.uri instead "
             f"(e.g. http://broker-ingress.knative-eventing.svc/default/default), or run it "
             f"under the operator"
         ) from None
@@ -71,15 +70,15 @@ def resolve_ref(ref: KReference) -> str:
             ref.namespace or own_namespace() or "default",
         )
     except SinkError as e:
-        raise ValueError(f"{where}: {e.message}") from None
+        raise ValueError(f"{where}.ref: {e.message}") from None
     except Exception as e:  # API unreachable, 5xx, TLS: still an error naming the field
-        raise ValueError(f"{where}: cannot read {what} from the Kubernetes API: {e}") from None
+        raise ValueError(f"{where}.ref: cannot read {what} from the Kubernetes API: {e}") from None
     finally:
         api.close()
     return url
 
 
-def destination_url(cfg: KnativeConfig) -> str:
+def destination_url(cfg: KnativeConfig, where: str = f"{FIELD}.destination") -> str:
     """The URL events are POSTed to; ValueError naming the field when there is none."""
     dest = cfg.destination
     uri = dest.uri
@@ -88,19 +87,19 @@ def destination_url(cfg: KnativeConfig) -> str:
             ref = dest.ref
             ns = f"{ref.namespace}/" if ref.namespace else ""
             raise ValueError(
-                f"{FIELD}.destination.ref: {ref.kind} {ns}{ref.name} ({ref.apiVersion}) must be "
+                f"{where}.ref: {ref.kind} {ns}{ref.name} ({ref.apiVersion}) must be "
                 f"resolved to a URL before the router starts; the operator does this and renders "
-                f"it into {FIELD}.destination.uri. Standalone, set {FIELD}.destination.uri "
+                f"it into {where}.uri. Standalone, set {where}.uri "
                 f"instead (e.g. http://broker-ingress.knative-eventing.svc/default/default)"
             )
-        raise ValueError(f"{FIELD}.destination: one of uri or ref is required (got neither)")
+        raise ValueError(f"{where}: one of uri or ref is required (got neither)")
     if isinstance(uri, URIObject):
         url = uri.url()
         return url if urlsplit(url).path else url + "/"
     parts = urlsplit(uri)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(
-            f"{FIELD}.destination.uri: not an absolute http(s) URL (got {uri!r}; "
+            f"{where}.uri: not an absolute http(s) URL (got {uri!r}; "
             f"allowed: http://host[:port][/path] or https://...)"
         )
     return uri
@@ -136,15 +135,24 @@ class KnativeProcessor(Processor):
     max_in_flight = 1  # keep the provider's order
 
     def __init__(
-        self, context: RouterContext, *, retry: RetryPolicy | None = None, timeout: float = 10.0
+        self,
+        context: RouterContext,
+        spec: EventProcessor | None = None,
+        index: int = 0,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
     ) -> None:
-        super().__init__(context)
-        cfg = context.config.eventProcessor.knative
+        super().__init__(context, spec, index)
+        self.field = f"{self.field_prefix}.knative"
+        #: the path of the destination in messages (a dead-letter sender sets its own)
+        self.destination_field = f"{self.field}.destination"
+        cfg = self.spec.knative
         if cfg is None:
-            raise ValueError(f"{FIELD}: required when eventProcessor.type is knative")
+            raise ValueError(f"{self.field}: required when type is knative")
         self.cfg = cfg
-        self.retry = retry or RetryPolicy()
-        self.timeout = timeout
+        self.retry = retry or RetryPolicy.of(self.spec.delivery)
+        self.timeout = self.spec.delivery.timeout_seconds if timeout is None else timeout
         self._url: str | None = None
         self._session: aiohttp.ClientSession | None = None
         self._ref_task: asyncio.Task[None] | None = None
@@ -152,7 +160,7 @@ class KnativeProcessor(Processor):
 
     def address(self) -> str:
         try:
-            url = destination_url(self.cfg)
+            url = destination_url(self.cfg, self.destination_field)
         except ValueError:
             ref = self.cfg.destination.ref
             return f"ref:{ref.kind}/{ref.name}" if ref else "<unset>"
@@ -165,23 +173,23 @@ class KnativeProcessor(Processor):
 
     def preflight(self) -> None:
         if self.cfg.destination.uri is not None:
-            destination_url(self.cfg)
+            destination_url(self.cfg, self.destination_field)
 
     async def start(self) -> None:
         ref = self.cfg.destination.ref
         if self.cfg.destination.uri is None and ref is not None:
             # standalone with the original's config: resolve the Addressable ourselves
-            self._url = await asyncio.to_thread(resolve_ref, ref)
+            self._url = await asyncio.to_thread(resolve_ref, ref, self.destination_field)
             self._ref_task = asyncio.create_task(self._follow_ref(ref), name="knative-ref")
         else:
-            self._url = destination_url(self.cfg)
+            self._url = destination_url(self.cfg, self.destination_field)
         headers = {"User-Agent": "event-router"}
         if self.cfg.auth is not None:
             a = self.cfg.auth
             if a.type != "basic_auth" or a.basicAuth is None:
                 raise ValueError(
-                    f"{FIELD}.auth.type: only basic_auth is supported for knative "
-                    f"(got {a.type!r}; allowed: basic_auth with {FIELD}.auth.basicAuth)"
+                    f"{self.field}.auth.type: only basic_auth is supported for knative "
+                    f"(got {a.type!r}; allowed: basic_auth with {self.field}.auth.basicAuth)"
                 )
             secret = f"{a.basicAuth.username}:{a.basicAuth.password.get_secret_value()}"
             headers["Authorization"] = "Basic " + base64.b64encode(secret.encode()).decode()
@@ -203,7 +211,7 @@ class KnativeProcessor(Processor):
         while True:
             await asyncio.sleep(REF_REFRESH_SECONDS)
             try:
-                url = await asyncio.to_thread(resolve_ref, ref)
+                url = await asyncio.to_thread(resolve_ref, ref, self.destination_field)
             except Exception as e:
                 log.warning(
                     "knative: cannot re-resolve destination.ref, keeping %s: %s", self._url, e

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 from cloudevents.conversion import to_json
 
-from event_router.config.models import OpenFaaSConfig
+from event_router.config.models import EventProcessor, OpenFaaSConfig
 from event_router.core import CloudEvent, DeliveryError, Processor, RouterContext
 from event_router.delivery import TRANSPORT_ERRORS, RetryPolicy, send_with_retry
 
@@ -77,25 +77,38 @@ class OpenFaaSProcessor(Processor):
     #: seconds a sync invocation may take (the gateway's own timeouts usually end it first)
     invoke_timeout: float = 60.0
 
-    def __init__(self, context: RouterContext, *, retry: RetryPolicy | None = None) -> None:
-        super().__init__(context)
-        cfg = context.config.eventProcessor.openfaas
+    def __init__(
+        self,
+        context: RouterContext,
+        spec: EventProcessor | None = None,
+        index: int = 0,
+        *,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(context, spec, index)
+        self.field = f"{self.field_prefix}.openfaas"
+        cfg = self.spec.openfaas
         if cfg is None:
-            raise OpenFaaSSetupError(f"{FIELD}: required when eventProcessor.type is openfaas")
+            raise OpenFaaSSetupError(f"{self.field}: required when type is openfaas")
         self.cfg: OpenFaaSConfig = cfg
         self.base = cfg.address.rstrip("/")
         self.auth: httpx.BasicAuth | None = None
         if cfg.auth is not None:
             if cfg.auth.type != "basic_auth" or cfg.auth.basicAuth is None:
                 raise OpenFaaSSetupError(
-                    f"{FIELD}.auth.type: {cfg.auth.type!r} with basicAuth is required "
+                    f"{self.field}.auth.type: {cfg.auth.type!r} with basicAuth is required "
                     "(allowed: basic_auth)"
                     if cfg.auth.type != "basic_auth"
-                    else f"{FIELD}.auth.basicAuth: required when auth.type is basic_auth"
+                    else f"{self.field}.auth.basicAuth: required when auth.type is basic_auth"
                 )
             basic = cfg.auth.basicAuth
             self.auth = httpx.BasicAuth(basic.username, basic.password.get_secret_value())
-        self.retry = retry or RetryPolicy(attempts=5, base_delay=0.2, max_delay=5.0)
+        delivery = self.spec.delivery
+        self.retry = retry or RetryPolicy.of(
+            delivery, RetryPolicy(attempts=5, base_delay=0.2, max_delay=5.0)
+        )
+        if "timeout" in delivery.model_fields_set:
+            self.invoke_timeout = delivery.timeout_seconds
         #: the router sets this to count retries in its metrics
         #: subject -> subscribed function names
         self.topics: dict[str, tuple[str, ...]] = {}
@@ -149,25 +162,25 @@ class OpenFaaSProcessor(Processor):
             response = await self._client.get("/system/functions")
         except httpx.HTTPError as err:
             raise OpenFaaSSetupError(
-                f"{FIELD}.address: cannot reach the OpenFaaS gateway at {self.base} "
+                f"{self.field}.address: cannot reach the OpenFaaS gateway at {self.base} "
                 f"({type(err).__name__}: {err or 'no detail'})"
             ) from None
         if response.status_code in (401, 403):
             hint = "check auth.basicAuth" if self.auth else "the gateway needs auth.basicAuth"
             raise OpenFaaSSetupError(
-                f"{FIELD}.auth: the gateway at {self.base} rejected GET /system/functions "
+                f"{self.field}.auth: the gateway at {self.base} rejected GET /system/functions "
                 f"with HTTP {response.status_code} ({hint})"
             )
         if response.status_code != 200:
             raise OpenFaaSSetupError(
-                f"{FIELD}.address: GET {self.base}/system/functions answered HTTP "
+                f"{self.field}.address: GET {self.base}/system/functions answered HTTP "
                 f"{response.status_code}, expected 200 (is this an OpenFaaS gateway?)"
             )
         try:
             topics = parse_topics(response.json())
         except ValueError as err:
             raise OpenFaaSSetupError(
-                f"{FIELD}.address: GET {self.base}/system/functions: {err}"
+                f"{self.field}.address: GET {self.base}/system/functions: {err}"
             ) from None
         if topics != self.topics:
             log.info(

@@ -11,9 +11,16 @@ Listens on ``eventProvider.webhook.bindAddress`` at ``path``:
 * 400 for an invalid CloudEvent (with the reason), 415 for another media type, 413 for a
   body over ``maxBodyBytes``, 401 with ``WWW-Authenticate`` when ``auth`` (basic_auth) is
   set and the credentials are missing or wrong (compared in constant time).
-* 202 only once every event of the request was accepted by the router (queued). When it
-  cannot be accepted within ``accept_timeout`` (queues full) or the router is stopping:
-  503 with ``Retry-After``, so a client retry covers it.
+* ``ack: delivered`` (the default): 202 only once every processor settled every event of
+  the request (delivered, filtered out, dead-lettered, or dropped as rejected for good);
+  503 with ``Retry-After`` when that did not happen within ``ackTimeoutSeconds`` or the
+  router stopped first (the event may still be delivered: a client retry then sends it
+  twice, with the same id). ``ack: queued``: 202 once every event was queued in memory
+  (faster; the events are lost if the router dies before delivering them).
+* Either way, when the events cannot be queued within ``accept_timeout`` (queues full) or
+  the router is stopping: 503 with ``Retry-After``, so a client retry covers it.
+* Requests are independent: their events are delivered concurrently (no order exists
+  between separate clients; the events of one request keep theirs when queued).
 
 It never changes an event nor acknowledges one it could lose, so before any 2xx it answers
 400 for: a header value that is not UTF-8 (it would be altered on the way); an attribute
@@ -421,6 +428,7 @@ class _Guard(asyncio.Protocol):
 
 class WebhookProvider(Provider):
     type = "webhook"
+    ordered = False  # separate clients: no order between their events
 
     def __init__(
         self,
@@ -613,10 +621,11 @@ class WebhookProvider(Provider):
             return self._reject(400, f"invalid CloudEvent: {err}", reason="invalid CloudEvent")
         publisher = self._publisher
         assert publisher is not None
+        tickets: list[asyncio.Future[bool]] = []
         try:
             async with asyncio.timeout(self.accept_timeout):
                 for event in events:
-                    await publisher.publish(event)
+                    tickets.append(await publisher.publish(event))
         except TimeoutError:
             log.warning("webhook: router queue full for %.1fs; answering 503", self.accept_timeout)
             return self._reject(503, "router busy: retry later", {"Retry-After": self.retry_after})
@@ -625,7 +634,34 @@ class WebhookProvider(Provider):
             return self._reject(
                 503, "router shutting down: retry later", {"Retry-After": self.retry_after}
             )
-        return web.Response(status=202)
+        if self.cfg.ack == "queued":
+            return web.Response(status=202)
+        return await self._await_delivery(tickets)
+
+    async def _await_delivery(self, tickets: list[asyncio.Future[bool]]) -> web.Response:
+        """``ack: delivered``: 202 once every ticket resolved True, else 503."""
+        pending = [t for t in tickets if not t.done()]
+        if pending:
+            # shielded: a client that hangs up does not cancel the delivery
+            done, _ = await asyncio.wait(
+                [asyncio.shield(t) for t in pending], timeout=self.cfg.ackTimeoutSeconds
+            )
+            if len(done) < len(pending):
+                return self._reject(
+                    503,
+                    f"not delivered within {self.cfg.ackTimeoutSeconds:g}s "
+                    f"({FIELD}.ackTimeoutSeconds); retry later",
+                    {"Retry-After": self.retry_after},
+                    reason="not delivered in time",
+                )
+        if all(t.result() for t in tickets):
+            return web.Response(status=202)
+        return self._reject(
+            503,
+            "not delivered: the router stopped first; retry later",
+            {"Retry-After": self.retry_after},
+            reason="not delivered",
+        )
 
     def _too_large(self, length: int | None) -> str:
         got = f"{length} bytes" if length is not None else "more"

@@ -219,7 +219,9 @@ WEBHOOK_PASS = "wh-S3cret-pass"
 SINK_PASS = "sink-S3cret-pass"
 
 
-def router_config(sink_url: str, hook_port: int, metrics_port: int) -> dict[str, Any]:
+def router_config(
+    sink_url: str, hook_port: int, metrics_port: int, *, ack: str = "delivered"
+) -> dict[str, Any]:
     def auth(user: str, password: str) -> dict[str, Any]:
         return {"type": "basic_auth", "basicAuth": {"username": user, "password": password}}
 
@@ -234,6 +236,7 @@ def router_config(sink_url: str, hook_port: int, metrics_port: int) -> dict[str,
                 "bindAddress": f"127.0.0.1:{hook_port}",
                 "path": "/webhook",
                 "auth": auth("hook", WEBHOOK_PASS),
+                "ack": ack,
             },
         },
         "eventProcessor": {
@@ -277,10 +280,11 @@ async def test_sigterm_with_events_in_flight_delivers_them_and_exits_0(
     tmp_path: Path, json_logs: bool, signum: signal.Signals
 ) -> None:
     count = 6
-    # each delivery takes 0.25 s: when SIGTERM arrives, most events are still queued
+    # each delivery takes 0.25 s: when SIGTERM arrives, most events are still queued (ack:
+    # queued answers before delivery; with ack: delivered nothing acknowledged is in flight)
     async with CloudEventSink(delay=0.25, auth=("sinkuser", SINK_PASS)) as sink:
         hook_port, metrics_port = free_ports(2)
-        path = write(tmp_path, router_config(sink.url, hook_port, metrics_port))
+        path = write(tmp_path, router_config(sink.url, hook_port, metrics_port, ack="queued"))
         args = ["-config", str(path), "-log-level", "debug"] + (["-log-json"] if json_logs else [])
         stderr_path = tmp_path / "stderr.log"
         with stderr_path.open("w") as stderr:

@@ -204,7 +204,7 @@ MALFORMED: list[tuple[str, str, dict[str, Any], str, str]] = [
     ("no-metadata", VK, {"metadata": DROP}, "metadata:", "required"),
     ("no-metadata-name", VK, {"metadata.name": DROP}, "metadata.name:", "required"),
     ("label-not-string", VK, {"metadata.labels": {"env": 1}}, "metadata.labels.env:", "string"),
-    ("top-level-typo", VK, {"eventProcessors": {}}, "eventProcessors:", "did you mean 'eventProcessor'"),
+    ("top-level-typo", VK, {"eventProcesor": {}}, "eventProcesor:", "did you mean 'eventProcessor'"),
     ("provider-type", VK, {"eventProvider.type": "vcentre"}, "eventProvider.type:",
      "got 'vcentre'; allowed: vcenter, horizon, webhook, vcsim"),
     ("provider-no-name", VK, {"eventProvider.name": DROP}, "eventProvider.name:", "required"),
