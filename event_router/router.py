@@ -466,14 +466,7 @@ class Router:
         delivered, else the error (a bug in a processor counts as not retryable)."""
         try:
             await processor.process(event)
-        except DeliveryError as err:
-            log.warning(
-                "processor %s: event %s (%s) not delivered: %s",
-                slot.name,
-                event.get("id"),
-                event.get("type"),
-                err,
-            )
+        except DeliveryError as err:  # the caller logs what it does about it
             return err
         except asyncio.CancelledError:
             raise

@@ -391,7 +391,7 @@ async def test_sigterm_with_the_sink_down_stops_within_the_bound_and_exits_0(
     hook_port, metrics_port = free_ports(2)
     async with CloudEventSink(delay=300) as hanging:
         sink_url = hanging.url if down == "hanging" else f"http://127.0.0.1:{free_port()}/"
-        config = router_config(sink_url, hook_port, metrics_port)
+        config = router_config(sink_url, hook_port, metrics_port, ack="queued")
         del config["eventProcessor"]["knative"]["auth"]
         path = write(tmp_path, config)
         log_path = tmp_path / "stderr.log"
@@ -408,7 +408,7 @@ async def test_sigterm_with_the_sink_down_stops_within_the_bound_and_exits_0(
                         r = await client.post(hook, json=_event(i), auth=auth, headers=CE_JSON)
                         assert r.status_code == 202, r.text
                     if down == "hanging":
-                        await wait_until(lambda: hanging.in_flight == 1, 10, "a hanging request")
+                        await wait_until(lambda: hanging.in_flight >= 1, 10, "a hanging request")
                     start = time.monotonic()
                     proc.send_signal(signal.SIGTERM)
                     await wait_until(
@@ -431,10 +431,9 @@ async def test_sigterm_with_the_sink_down_stops_within_the_bound_and_exits_0(
     # the drain bound, plus closing the provider, processors and interpreter
     print(f"SIGTERM to exit ({down} sink): {elapsed:.2f}s")
     assert elapsed < bound + 1.5, (elapsed, log_text)
-    # hanging: all three are left (one in the sink's hands, two queued); refused: the first
-    # may have failed for good after its retries already
-    left = "3 event(s)" if down == "hanging" else "event(s)"
-    assert f"{left} not delivered within 2.0s; they stay unacknowledged" in log_text
+    # all three are left (a sink that is down never makes an event fail for good: it is
+    # retried until the router stops)
+    assert "3 event(s) not delivered within 2.0s; they stay unacknowledged" in log_text
     assert "router stopped" in log_text
     assert "down-9" not in log_text
 

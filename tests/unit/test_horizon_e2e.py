@@ -107,29 +107,26 @@ async def test_horizon_events_reach_the_sink_in_order(tmp_path: Path) -> None:
         assert server.logouts == 1
 
 
-async def test_refused_event_is_resent_after_restart(tmp_path: Path) -> None:
+async def test_an_event_the_sink_refuses_for_a_while_arrives_without_a_restart(
+    tmp_path: Path,
+) -> None:
+    """The sink answers 503 for two of the processor's retry rounds: the router retries on
+    until it takes the event, the stream waits behind it (order kept), and the checkpoint
+    moves over it only then; nothing is left for a restart to replay."""
     async with HorizonServer(password=PASSWORD) as server, CloudEventSink() as sink:
         config = make_config(server.url, sink.url, tmp_path)
         async with running(config):
             t = int(time.time() * 1000)
             ok = server.add_event(time_ms=t)
             await sink.wait_for(1, timeout=10)
-            sink.fail_next(FAST.attempts, status=503)  # every attempt for the next event
+            sink.fail_next(2 * FAST.attempts, status=503)
             refused = server.add_event(time_ms=t + 5)
-            deadline = time.monotonic() + 10
-            while sink.requests < 1 + FAST.attempts:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"sink saw {sink.requests} requests")
-                await asyncio.sleep(0.02)
-            assert sink.requests == 1 + FAST.attempts
-        assert [e["id"] for e in sink.events] == [str(ok["id"])]
-        saved = json.loads((tmp_path / "horizon-127.0.0.1.json").read_text())
-        assert saved["lastEventTime"] == t and saved["idsAtLastTime"] == [ok["id"]]
-
-        async with running(config):
             later = server.add_event(time_ms=t + 9)
-            got = await sink.wait_for(3, timeout=10)
+            got = await sink.wait_for(3, timeout=20)
         assert [e["id"] for e in got] == [str(ok["id"]), str(refused["id"]), str(later["id"])]
+        assert sink.requests == 3 + 2 * FAST.attempts
+        saved = json.loads((tmp_path / "horizon-127.0.0.1.json").read_text())
+        assert saved["lastEventTime"] == t + 9 and saved["idsAtLastTime"] == [later["id"]]
 
 
 async def test_cli_exits_non_zero_on_wrong_credentials(tmp_path: Path) -> None:

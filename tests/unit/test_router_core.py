@@ -4,6 +4,7 @@ Provider/Processor contracts): ordering, concurrency, tickets, backpressure, sto
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
 from typing import Any
 
@@ -73,9 +74,13 @@ class RecordingProcessor(Processor):
         fail_ids: frozenset[str] = frozenset(),
         max_in_flight: int = 1,
         start_error: Exception | None = None,
+        down: bool = False,
     ) -> None:
         super().__init__(context)
         self.delay, self.jitter, self.fail_ids = delay, jitter, fail_ids
+        #: while True, every delivery fails with a retryable error (a sink that is down)
+        self.down = down
+        self.received: list[CloudEvent] = []
         self.max_in_flight = max_in_flight
         self.start_error = start_error
         self.started: list[str] = []
@@ -100,9 +105,12 @@ class RecordingProcessor(Processor):
             if self.gate is not None:
                 await self.gate.wait()
             await asyncio.sleep(self.delay + random.random() * self.jitter)
+            if self.down:
+                raise DeliveryError(f"HTTP 503 for {event['id']}", retryable=True, status=503)
             if event["id"] in self.fail_ids:
                 raise DeliveryError(f"refused {event['id']}")
             self.delivered.append(event["id"])
+            self.received.append(event)
         finally:
             self.in_flight -= 1
 
@@ -144,7 +152,7 @@ async def test_more_in_flight_keeps_dispatch_order() -> None:
     await router.stop()
 
 
-async def test_tickets_tell_delivered_from_failed_and_checkpoint_stops_at_failure() -> None:
+async def test_a_rejected_event_without_dead_letter_sink_is_dropped_counted_and_passed() -> None:
     proc = RecordingProcessor(RouterContext(CONFIG), fail_ids=frozenset({"3"}))
     router = make_router(proc)
     await router.start()
@@ -155,14 +163,54 @@ async def test_tickets_tell_delivered_from_failed_and_checkpoint_stops_at_failur
         tracker.add(i, t)
         tickets.append(t)
     results = await asyncio.gather(*tickets)
-    assert results == [True, True, True, False, True, True]
-    assert tracker.advance() == 2 and tracker.blocked_by == 3
+    assert results == [True] * 6  # settled: a poison event no longer blocks the stream
+    assert tracker.advance() == 5
     stats = router.stats()["vmware.event.router.stats"]
-    assert stats["test"]["events_total"] == 6 and stats["test"]["events_err"] == 1
+    assert stats["test"]["events_total"] == 6 and stats["test"]["events_err"] == 0
+    assert stats["recording"]["dropped"] == 1
     assert stats["recording"]["invocations"]["VmCreatedEvent"] == {
         "SuccessCount": 5,
         "FailureCount": 1,
     }
+    assert 'event_router_events_dropped_total{processor="p0",type="t"} 1.0' in (
+        router.metrics.render().decode()
+    )
+    await router.stop()
+
+
+@pytest.fixture
+def fast_stall(monkeypatch: pytest.MonkeyPatch) -> None:
+    import event_router.router as router_module
+
+    monkeypatch.setattr(router_module, "STALL_FIRST_DELAY", 0.01)
+    monkeypatch.setattr(router_module, "STALL_MAX_DELAY", 0.05)
+
+
+@pytest.mark.usefixtures("fast_stall")
+async def test_a_sink_that_is_down_stalls_the_stream_which_resumes_in_order() -> None:
+    proc = RecordingProcessor(RouterContext(CONFIG), down=True)
+    router = make_router(proc, queue_size=3)
+    await router.start()
+    tracker: CheckpointTracker[int] = CheckpointTracker()
+    tickets = []
+    for i in range(4):  # one at the processor, three queued: the queue is full
+        t = await router.publish(ev(i))
+        tracker.add(i, t)
+        tickets.append(t)
+    blocked = asyncio.create_task(router.publish(ev(4)))  # backpressure: waits
+    await asyncio.sleep(0.3)  # many of the router's own retry rounds
+    assert not any(t.done() for t in tickets) and not blocked.done()
+    assert tracker.advance() is None  # the checkpoint holds
+    stats = router.stats()["vmware.event.router.stats"]["recording"]
+    assert stats["stalled"] == 1 and "stalledSince" in stats
+    assert 'event_router_delivery_stalled_events{processor="p0"} 1.0' in (
+        router.metrics.render().decode()
+    )
+    proc.down = False  # the sink recovers: no restart, nothing lost, order kept
+    tickets.append(await asyncio.wait_for(blocked, 2))
+    assert all(await asyncio.wait_for(asyncio.gather(*tickets), 2))
+    assert proc.delivered == ["0", "1", "2", "3", "4"]
+    assert router.stats()["vmware.event.router.stats"]["recording"]["stalled"] == 0
     await router.stop()
 
 
@@ -171,6 +219,7 @@ async def test_fan_out_ticket_needs_every_processor_and_filters_apply() -> None:
     a = RecordingProcessor(ctx)
     b = RecordingProcessor(ctx, fail_ids=frozenset({"2"}))
     c = RecordingProcessor(ctx)
+    b.gate = asyncio.Event()
     only_odd = ProcessorSlot(c, name="odd", filter=lambda e: int(e["id"]) % 2 == 1)
     router = Router(
         ctx,
@@ -178,12 +227,75 @@ async def test_fan_out_ticket_needs_every_processor_and_filters_apply() -> None:
         processors=[ProcessorSlot(a, name="a"), ProcessorSlot(b, name="b"), only_odd],
     )
     await router.start()
-    results = await asyncio.gather(*[await router.publish(ev(i)) for i in range(4)])
-    assert results == [True, True, False, True]
-    assert a.delivered == ["0", "1", "2", "3"]
-    assert b.delivered == ["0", "1", "3"]
-    assert c.delivered == ["1", "3"]
+    tickets = [await router.publish(ev(i)) for i in range(4)]
+    await asyncio.sleep(0.05)
+    assert a.delivered == ["0", "1", "2", "3"] and c.delivered == ["1", "3"]
+    assert not any(t.done() for t in tickets)  # b has not settled them yet
+    b.gate.set()
+    assert await asyncio.gather(*tickets) == [True, True, True, True]
+    assert b.delivered == ["0", "1", "3"]  # 2 was rejected (dropped: no dead-letter sink)
     await router.stop()
+
+
+async def test_a_rejected_event_goes_to_the_dead_letter_sink_with_knative_extensions() -> None:
+    ctx = RouterContext(CONFIG)
+    dls = RecordingProcessor(ctx)
+
+    class Rejecting(RecordingProcessor):
+        async def process(self, event: CloudEvent) -> None:
+            if event["id"] == "1":
+                raise DeliveryError("HTTP 400", status=400, body=b'{"error":"bad"}')
+            await super().process(event)
+
+    proc = Rejecting(ctx)
+    router = Router(
+        ctx,
+        provider=IdleProvider(ctx),
+        processors=[ProcessorSlot(proc, name="main", dead_letter=dls)],
+    )
+    await router.start()
+    results = await asyncio.gather(*[await router.publish(ev(i)) for i in range(3)])
+    assert results == [True, True, True]
+    assert proc.delivered == ["0", "2"]
+    (letter,) = dls.received
+    assert letter["id"] == "1" and letter.get_data() == {"n": 1}
+    assert letter["knativeerrordest"] == "test://processor"
+    assert letter["knativeerrorcode"] == "400"
+    assert base64.b64decode(letter["knativeerrordata"]) == b'{"error":"bad"}'
+    stats = router.stats()["vmware.event.router.stats"]["recording"]
+    assert stats["deadLettered"] == 1 and stats["dropped"] == 0
+    await router.stop()
+
+
+@pytest.mark.usefixtures("fast_stall")
+async def test_a_dead_letter_sink_that_is_down_holds_the_checkpoint() -> None:
+    ctx = RouterContext(CONFIG)
+    proc = RecordingProcessor(ctx, fail_ids=frozenset({"0"}))
+    dls = RecordingProcessor(ctx, down=True)
+    router = Router(
+        ctx,
+        provider=IdleProvider(ctx),
+        processors=[ProcessorSlot(proc, name="main", dead_letter=dls)],
+    )
+    await router.start()
+    ticket = await router.publish(ev(0))
+    await asyncio.sleep(0.2)
+    assert not ticket.done()  # neither delivered nor dead-lettered: not settled
+    dls.down = False
+    assert await asyncio.wait_for(ticket, 2)
+    assert [e["id"] for e in dls.received] == ["0"]
+    await router.stop()
+
+
+@pytest.mark.usefixtures("fast_stall")
+async def test_stop_while_stalled_leaves_the_event_unsettled() -> None:
+    proc = RecordingProcessor(RouterContext(CONFIG), down=True)
+    router = make_router(proc)
+    await router.start()
+    ticket = await router.publish(ev(0))
+    await asyncio.sleep(0.1)
+    await router.stop(timeout=0.2)
+    assert ticket.result() is False  # not acknowledged: replayed from the checkpoint
 
 
 async def test_backpressure_publish_waits_while_queue_is_full() -> None:

@@ -45,6 +45,8 @@ def make_config(
     metrics_auth: tuple[str, str] | None = None,
     max_body: int | None = None,
     destination: dict[str, Any] | None = None,
+    ack: str = "delivered",
+    ack_timeout: float | None = None,
 ) -> RouterConfig:
     def auth(pair: tuple[str, str]) -> dict[str, Any]:
         return {"type": "basic_auth", "basicAuth": {"username": pair[0], "password": pair[1]}}
@@ -54,6 +56,9 @@ def make_config(
         webhook["auth"] = auth(webhook_auth)
     if max_body:
         webhook["maxBodyBytes"] = max_body
+    webhook["ack"] = ack
+    if ack_timeout is not None:
+        webhook["ackTimeoutSeconds"] = ack_timeout
     knative: dict[str, Any] = {
         "destination": destination or {"uri": sink_url},
         "encoding": encoding,
@@ -178,7 +183,9 @@ async def test_batch_is_delivered_in_order() -> None:
 
 async def test_request_errors() -> None:
     user, pw = "hook-user", "s3cret-pass"
-    config = make_config("http://127.0.0.1:9/", webhook_auth=(user, pw), max_body=2048)
+    config = make_config(
+        "http://127.0.0.1:9/", webhook_auth=(user, pw), max_body=2048, ack_timeout=0.5
+    )
     good = "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
     bad = "Basic " + base64.b64encode(f"{user}:wrong".encode()).decode()
     headers, body = to_binary(sample_event())
@@ -219,10 +226,13 @@ async def test_request_errors() -> None:
             assert r.status_code == 413
             assert "maxBodyBytes" in r.text and "2048" in r.text
 
-            # and a good request still goes through (delivery fails: port 9 is closed)
+            # a good request whose only processor is down (port 9 is closed) is not
+            # acknowledged: 503 with Retry-After once ackTimeoutSeconds passed
             r = await client.post(url, headers={**headers, **auth}, content=body)
-            assert r.status_code == 202
+            assert r.status_code == 503 and r.headers["retry-after"] == "1"
+            assert "ackTimeoutSeconds" in r.text
         metrics = await _get(router, "/metrics")
+        assert 'event_router_delivery_stalled_events{processor="kn"} 1.0' in metrics
         for status, count in (("401", 2), ("405", 2), ("400", 2), ("415", 1), ("413", 1)):
             line = f'event_router_requests_rejected_total{{provider="webhook",status="{status}"}}'
             assert f"{line} {count}.0" in metrics, (status, metrics)
@@ -298,10 +308,12 @@ async def test_sink_400_gets_event_once_and_failure_is_counted(status: int) -> N
             "SuccessCount": 1,
             "FailureCount": 1,
         }
-        assert stats["webhook"]["events_err"] == 1
+        assert stats["webhook"]["events_err"] == 0  # settled: rejected for good, dropped
+        assert stats["knative"]["dropped"] == 1
         metrics = await _get(router, "/metrics")
         t = 'type="com.vmware.event.router/event"'
         assert f'event_router_events_failed_total{{processor="kn",{t}}} 1.0' in metrics
+        assert f'event_router_events_dropped_total{{processor="kn",{t}}} 1.0' in metrics
 
 
 async def test_probes_and_metrics_auth() -> None:
@@ -401,7 +413,7 @@ async def test_queue_full_too_long_answers_503_with_retry_after() -> None:
     bound = 0.2
     async with (
         CloudEventSink(delay=0.5) as sink,
-        running(make_config(sink.url), queue_size=1, accept_timeout=bound) as router,
+        running(make_config(sink.url, ack="queued"), queue_size=1, accept_timeout=bound) as router,
     ):
         url = webhook_url(router)
         async with httpx.AsyncClient() as client:
@@ -439,7 +451,7 @@ async def test_many_waiting_requests_get_503_at_once_and_memory_stays_bounded() 
     ones inside the budget are accepted when room frees up, each event once."""
     async with (
         CloudEventSink(delay=0.3) as sink,
-        running(make_config(sink.url), queue_size=1, accept_timeout=5) as router,
+        running(make_config(sink.url, ack="queued"), queue_size=1, accept_timeout=5) as router,
     ):
         provider = router.provider
         assert isinstance(provider, WebhookProvider)
@@ -487,7 +499,7 @@ async def test_stop_delivers_queued_events_and_refuses_new_ones() -> None:
 async def test_shutting_down_answers_503_and_queued_events_still_arrive() -> None:
     async with (
         CloudEventSink(delay=0.3) as sink,
-        running(make_config(sink.url), queue_size=1, accept_timeout=10) as router,
+        running(make_config(sink.url, ack="queued"), queue_size=1, accept_timeout=10) as router,
     ):
         url = webhook_url(router)
         async with httpx.AsyncClient(timeout=10) as client:
