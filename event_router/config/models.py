@@ -677,8 +677,12 @@ class AWSEventBridgeConfig(Strict):
 ATTRIBUTE_NAME_PATTERN = r"^[a-z0-9]{1,64}$"
 AttributeName = Annotated[str, Field(pattern=ATTRIBUTE_NAME_PATTERN)]
 AttributeValue = Annotated[str, Field(max_length=STRING_MAX_LENGTH), _Printable]
-FILTERS_MAX_DEPTH = 8
-FILTERS_MAX_LENGTH = 64
+#: filters nest at most this deep (an ``exact`` inside ``all`` inside ``not`` is 3)
+FILTERS_MAX_DEPTH = 3
+#: filters of a processor, and filters inside one ``all`` / ``any`` (the CRD's CEL rules are
+#: costed over the product of these)
+FILTERS_MAX_LENGTH = 16
+NESTED_FILTERS_MAX_LENGTH = 8
 #: the filter dialects of a Knative Trigger's ``filters`` that we evaluate
 FILTER_DIALECTS = ("exact", "prefix", "suffix", "all", "any", "not")
 
@@ -697,8 +701,8 @@ class Filter(Strict):
     exact: dict[AttributeName, AttributeValue] | None = None
     prefix: dict[AttributeName, AttributeValue] | None = None
     suffix: dict[AttributeName, AttributeValue] | None = None
-    all: list[Filter] | None = Field(default=None, max_length=FILTERS_MAX_LENGTH)
-    any: list[Filter] | None = Field(default=None, max_length=FILTERS_MAX_LENGTH)
+    all: list[Filter] | None = Field(default=None, max_length=NESTED_FILTERS_MAX_LENGTH)
+    any: list[Filter] | None = Field(default=None, max_length=NESTED_FILTERS_MAX_LENGTH)
     not_: Filter | None = Field(default=None, alias="not")
 
     @model_validator(mode="before")

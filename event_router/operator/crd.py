@@ -35,17 +35,27 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from event_router.config.models import (
+    ATTRIBUTE_NAME_PATTERN,
     BIND_ADDRESS_PATTERN,
+    DELIVERY_RETRY,
+    DURATION_PATTERN,
     EVENTBRIDGE_RULE_REFRESH_SECONDS,
+    FILTER_DIALECTS,
+    FILTERS_MAX_DEPTH,
+    FILTERS_MAX_LENGTH,
     HORIZON_POLL_SECONDS,
     HOST_MAX_LENGTH,
+    MAX_PROCESSORS,
+    NESTED_FILTERS_MAX_LENGTH,
     OPENFAAS_REFRESH_SECONDS,
     PAGE_SIZE,
     REGION_MAX_LENGTH,
     REGION_PATTERN,
     RULE_ARN_MAX_LENGTH,
     RULE_ARN_PATTERN,
+    STRING_MAX_LENGTH,
     URI_HOST_PATTERN,
+    WEBHOOK_ACK_TIMEOUT_SECONDS,
     WEBHOOK_MAX_BODY_BYTES,
     WEBHOOK_PATH_MAX_LENGTH,
     WEBHOOK_PATH_PATTERN,
@@ -204,6 +214,8 @@ class WebhookSpec(Strict):
     path: str = Field(max_length=WEBHOOK_PATH_MAX_LENGTH, pattern=WEBHOOK_PATH_PATTERN)
     auth: BasicAuthRef | None = None
     maxBodyBytes: int = Count(1_048_576, WEBHOOK_MAX_BODY_BYTES)
+    ack: Literal["delivered", "queued"] = "delivered"
+    ackTimeoutSeconds: float = Seconds(30.0, WEBHOOK_ACK_TIMEOUT_SECONDS)
 
     @model_validator(mode="after")
     def _path(self) -> WebhookSpec:
@@ -354,6 +366,64 @@ class EventBridgeSpec(Strict):
     ruleRefreshSeconds: float = Seconds(300.0, EVENTBRIDGE_RULE_REFRESH_SECONDS)
 
 
+class DeliverySpec(Strict):
+    """Knative's DeliverySpec: retries, backoff, the time one attempt may take, and the
+    dead-letter sink of events whose delivery failed for good. Left out: the processor's
+    own defaults (see docs/router.md)."""
+
+    retry: int | None = Field(default=None, ge=DELIVERY_RETRY[0], le=DELIVERY_RETRY[1])
+    backoffPolicy: Literal["linear", "exponential"] | None = None
+    backoffDelay: str | None = Field(default=None, max_length=64, pattern=DURATION_PATTERN)
+    timeout: str | None = Field(default=None, max_length=64, pattern=DURATION_PATTERN)
+    deadLetterSink: DestinationSpec | None = None
+
+
+#: the filters of a processor are checked in full by the operator (the router's models);
+#: the API server checks their shape with this schema, nested FILTERS_MAX_DEPTH deep
+FILTER_ONE_DIALECT_RULE = (
+    "[" + ", ".join(f"has(self.{d})" for d in FILTER_DIALECTS) + "].filter(x, x).size() == 1",
+    "exactly one of " + ", ".join(FILTER_DIALECTS) + " must be set",
+)
+
+
+def filter_schema(depth: int = FILTERS_MAX_DEPTH) -> dict[str, Any]:
+    """The structural schema of one filter, nested ``depth`` levels (the last level holds
+    exact / prefix / suffix only)."""
+    attrs: dict[str, Any] = {
+        "type": "object",
+        "minProperties": 1,
+        "maxProperties": 1,
+        "additionalProperties": {"type": "string", "maxLength": STRING_MAX_LENGTH},
+        "x-kubernetes-validations": [
+            {
+                "rule": f"self.all(k, k.matches('{ATTRIBUTE_NAME_PATTERN}'))",
+                "message": "attribute names are lower-case letters and digits (CloudEvents)",
+            }
+        ],
+    }
+    props: dict[str, Any] = {"exact": attrs, "prefix": attrs, "suffix": attrs}
+    if depth > 1:
+        inner = filter_schema(depth - 1)
+        listed = {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": NESTED_FILTERS_MAX_LENGTH,
+            "items": inner,
+        }
+        props.update({"all": listed, "any": listed, "not": inner})
+    rule, message = FILTER_ONE_DIALECT_RULE
+    if depth == 1:
+        leaf = [d for d in FILTER_DIALECTS if d in props]
+        rule = "[" + ", ".join(f"has(self.{d})" for d in leaf) + "].filter(x, x).size() == 1"
+        message = f"exactly one of {', '.join(leaf)} must be set (filters nest at most "
+        message += f"{FILTERS_MAX_DEPTH} levels deep)"
+    return {
+        "type": "object",
+        "properties": copy.deepcopy(props),
+        "x-kubernetes-validations": [{"rule": rule, "message": message}],
+    }
+
+
 class EventProcessorSpec(Strict):
     """Where events go; set the sub-object named by ``type``."""
 
@@ -364,6 +434,11 @@ class EventProcessorSpec(Strict):
     knative: KnativeSpec | None = None
     openfaas: OpenFaaSSpec | None = None
     awsEventBridge: EventBridgeSpec | None = None
+    #: Knative Trigger filters (exact, prefix, suffix, all, any, not): all must match
+    filters: list[dict[str, Any]] | None = Field(default=None, max_length=FILTERS_MAX_LENGTH)
+    #: an Amazon EventBridge event pattern matched against the CloudEvent as JSON
+    pattern: dict[str, Any] | None = None
+    delivery: DeliverySpec | None = None
 
     @model_validator(mode="after")
     def _matching(self) -> EventProcessorSpec:
@@ -405,14 +480,53 @@ class CertificatesSpec(Strict):
     rootCAs: list[RootCARef] = Field(default_factory=list, max_length=MAX_ROOT_CAS)
 
 
+PROCESSORS_RULE = (
+    "has(self.eventProcessor) != has(self.eventProcessors)",
+    "exactly one of eventProcessor or eventProcessors must be set",
+)
+
+
 class RouterConfigSpec(Strict):
-    """One event provider streaming to one event processor."""
+    """One event provider streaming to its event processors."""
+
+    model_config = _rules(PROCESSORS_RULE)
 
     eventProvider: EventProviderSpec
-    eventProcessor: EventProcessorSpec
+    #: the original's single processor (the same as eventProcessors with one entry)
+    eventProcessor: EventProcessorSpec | None = None
+    #: several processors, each with a unique name
+    eventProcessors: list[EventProcessorSpec] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_PROCESSORS,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
     metricsProvider: MetricsProviderSpec | None = None
     certificates: CertificatesSpec | None = None
     checkpoint: CheckpointTuning = Field(default_factory=CheckpointTuning)
+
+    @model_validator(mode="after")
+    def _processors(self) -> RouterConfigSpec:
+        if (self.eventProcessor is None) == (self.eventProcessors is None):
+            raise ValueError(PROCESSORS_RULE[1])
+        names = [p.name for p in self.eventProcessors or []]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"eventProcessors: duplicate name(s) {', '.join(dup)}")
+        return self
+
+    @property
+    def processors(self) -> list[EventProcessorSpec]:
+        if self.eventProcessors is not None:
+            return list(self.eventProcessors)
+        assert self.eventProcessor is not None
+        return [self.eventProcessor]
+
+    def processor_field(self, index: int) -> str:
+        """``spec.eventProcessors[i]`` or ``spec.eventProcessor``, for messages."""
+        if self.eventProcessors is not None:
+            return f"spec.eventProcessors[{index}]"
+        return "spec.eventProcessor"
 
 
 # --- pydantic JSON schema -> structural OpenAPI v3 ----------------------------------------
@@ -475,16 +589,51 @@ def spec_schema() -> dict[str, Any]:
     raw = RouterConfigSpec.model_json_schema(by_alias=True, mode="validation")
     defs = raw.get("$defs", {})
     schema: dict[str, Any] = _structural(raw, defs)
+    props = schema["properties"]
+    for processor in (props["eventProcessor"], props["eventProcessors"]["items"]):
+        p = processor["properties"]
+        p["filters"]["items"] = filter_schema()
+        # any JSON: the router's EventBridge matcher checks it (the operator reports it)
+        p["pattern"] = {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": True,
+            "description": p["pattern"].get("description", ""),
+        }
     return schema
 
 
-CONDITION_TYPES = ("Ready", "SinkResolved", "CredentialsReady", "Deployed")
+CONDITION_TYPES = (
+    "Ready",
+    "SinkResolved",
+    "DeadLetterSinkResolved",
+    "CredentialsReady",
+    "Deployed",
+)
 
 STATUS_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "observedGeneration": {"type": "integer", "format": "int64"},
         "sinkUri": {"type": "string"},
+        "processor": {
+            "type": "string",
+            "description": "The processors' types, comma-separated (kubectl get column).",
+        },
+        "processors": {
+            "type": "array",
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "type": {"type": "string"},
+                    "sinkUri": {"type": "string"},
+                    "deadLetterSinkUri": {"type": "string"},
+                },
+            },
+        },
         "source": {"type": "string", "description": "Where events come from."},
         "runtime": {"type": "string", "enum": ["deployment", "inprocess"]},
         "configHash": {"type": "string"},
@@ -511,7 +660,7 @@ STATUS_SCHEMA: dict[str, Any] = {
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Provider", "type": "string", "jsonPath": ".spec.eventProvider.type"},
     {"name": "Source", "type": "string", "jsonPath": ".status.source"},
-    {"name": "Processor", "type": "string", "jsonPath": ".spec.eventProcessor.type"},
+    {"name": "Processor", "type": "string", "jsonPath": ".status.processor"},
     {"name": "Sink", "type": "string", "jsonPath": ".status.sinkUri"},
     {
         "name": "Ready",

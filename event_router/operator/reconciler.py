@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from event_router.config.loader import ConfigError, parse_config
 from event_router.operator import certificates, resources
-from event_router.operator.crd import GROUP, KIND, VERSION, RouterConfigSpec
+from event_router.operator.crd import GROUP, KIND, VERSION, EventProcessorSpec, RouterConfigSpec
 from event_router.operator.kube import Kube
 from event_router.operator.resources import Owner
 from event_router.operator.runtimes import Key, Runtime, RuntimeState
@@ -62,8 +62,8 @@ def merge_conditions(
     return out
 
 
-def _sink_display(spec: RouterConfigSpec) -> str | None:
-    p = spec.eventProcessor
+def _sink_display(p: EventProcessorSpec) -> str | None:
+    """What a processor that is not knative delivers to, for ``status`` (no credentials)."""
     if p.type == "openfaas" and p.openfaas is not None:
         return p.openfaas.address
     if p.type == "aws_event_bridge" and p.awsEventBridge is not None:
@@ -96,6 +96,25 @@ def render_failure(e: Exception) -> str:
     )
 
 
+def _or_placeholder(
+    spec: RouterConfigSpec, uris: dict[int, str], *, knative_only: bool = False
+) -> dict[int, str]:
+    """The resolved URLs, and a placeholder for the unresolved ones: the first rendering only
+    checks the credentials and the rest of the config."""
+    out = dict(uris)
+    for i, p in enumerate(spec.processors):
+        if i in out:
+            continue
+        needed = (
+            p.type == "knative"
+            if knative_only
+            else p.delivery is not None and p.delivery.deadLetterSink is not None
+        )
+        if needed:
+            out[i] = "http://unresolved.invalid"
+    return out
+
+
 class Reconciler:
     def __init__(
         self,
@@ -119,7 +138,7 @@ class Reconciler:
         self.by_target: dict[Target, set[Key]] = defaultdict(set)
         #: (namespace, ConfigMap name) -> RouterConfigs taking root CAs from it
         self.by_configmap: dict[tuple[str, str], set[Key]] = defaultdict(set)
-        self._deps: dict[Key, tuple[set[tuple[str, str]], Target | None, set[tuple[str, str]]]] = {}
+        self._deps: dict[Key, tuple[set[tuple[str, str]], set[Target], set[tuple[str, str]]]] = {}
         self._locks: dict[Key, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._queued: set[Key] = set()
         self._sem = asyncio.Semaphore(concurrency)
@@ -207,7 +226,7 @@ class Reconciler:
         self._deferred.discard(key)
         self.known.discard(key)
         self.ready.pop(key, None)
-        self._index(key, set(), None, set())
+        self._index(key, set(), set(), set())
         await self.runtime.remove(key)
 
     async def close(self) -> None:
@@ -221,10 +240,10 @@ class Reconciler:
         self,
         key: Key,
         secrets: set[tuple[str, str]],
-        target: Target | None,
+        targets: set[Target],
         configmaps: set[tuple[str, str]],
     ) -> None:
-        old_secrets, old_target, old_cms = self._deps.pop(key, (set(), None, set()))
+        old_secrets, old_targets, old_cms = self._deps.pop(key, (set(), set(), set()))
         for s in old_secrets:
             self.by_secret[s].discard(key)
             if not self.by_secret[s]:
@@ -233,18 +252,18 @@ class Reconciler:
             self.by_configmap[c].discard(key)
             if not self.by_configmap[c]:
                 del self.by_configmap[c]
-        if old_target is not None:
-            self.by_target[old_target].discard(key)
-            if not self.by_target[old_target]:
-                del self.by_target[old_target]
-        if secrets or target is not None or configmaps:
-            self._deps[key] = (secrets, target, configmaps)
+        for t in old_targets:
+            self.by_target[t].discard(key)
+            if not self.by_target[t]:
+                del self.by_target[t]
+        if secrets or targets or configmaps:
+            self._deps[key] = (secrets, targets, configmaps)
             for s in secrets:
                 self.by_secret[s].add(key)
             for c in configmaps:
                 self.by_configmap[c].add(key)
-            if target is not None:
-                self.by_target[target].add(key)
+            for t in targets:
+                self.by_target[t].add(key)
 
     # --- one pass -----------------------------------------------------------------------------
 
@@ -313,39 +332,81 @@ class Reconciler:
         except certificates.CertificatesError as e:
             ca_error = e
 
-        # sink
-        sink_uri: str | None = _sink_display(spec)
-        target: Target | None = None
-        sink_ok, sink_reason, sink_msg = (
-            True,
-            "NoSinkNeeded",
-            f"{spec.eventProcessor.type} delivers itself",
-        )
-        knative = spec.eventProcessor.knative
-        if spec.eventProcessor.type == "knative" and knative is not None:
-            dest = knative.destination.model_dump(by_alias=True, exclude_none=True, mode="json")
-            if dest.get("ref"):
-                target = self.resolver.target(dest["ref"], namespace)
-            try:
-                sink_uri, target = await asyncio.to_thread(self.resolver.resolve, dest, namespace)
-                sink_ok, sink_reason = True, "Resolved"
-                sink_msg = f"{target.describe()} -> {sink_uri}" if target else f"uri {sink_uri}"
-            except SinkError as e:
-                sink_uri = None
-                sink_ok, sink_reason, sink_msg = False, e.reason, e.message
-            if not sink_ok and dest.get("uri"):
-                try:
-                    sink_uri = uri_string(dest["uri"])
-                except SinkError:
-                    sink_uri = None
+        # sinks: each knative processor's destination, each delivery.deadLetterSink
+        targets: set[Target] = set()
+        sinks: dict[int, str] = {}
+        dead_letters: dict[int, str] = {}
+        sink_problems: list[tuple[str, str]] = []  # (reason, message)
+        dls_problems: list[tuple[str, str]] = []
+        sink_notes: list[str] = []
+        dls_notes: list[str] = []
+        processors_status: list[dict[str, Any]] = []
+        listed = spec.eventProcessors is not None
+        for i, p in enumerate(spec.processors):
+            where = spec.processor_field(i)
+            label = f"{p.name}: " if listed else ""
+            entry: dict[str, Any] = {"name": p.name, "type": p.type}
+            if p.type == "knative" and p.knative is not None:
+                uri, note, problem, target = await self._resolve(
+                    p.knative.destination,
+                    namespace,
+                    f"{where}.knative.destination" if listed else None,
+                )
+                if target is not None:
+                    targets.add(target)
+                if problem is not None:
+                    sink_problems.append(problem)
+                if uri is not None:
+                    entry["sinkUri"] = uri
+                    if problem is None:
+                        sinks[i] = uri
+                sink_notes.append(f"{label}{note}")
+            else:
+                entry["sinkUri"] = _sink_display(p)
+                sink_notes.append(f"{label}{p.type} delivers itself")
+            dls = p.delivery.deadLetterSink if p.delivery is not None else None
+            if dls is not None:
+                uri, note, problem, target = await self._resolve(
+                    dls, namespace, f"{where}.delivery.deadLetterSink"
+                )
+                if target is not None:
+                    targets.add(target)
+                if problem is not None:
+                    dls_problems.append(problem)
+                if uri is not None:
+                    entry["deadLetterSinkUri"] = uri
+                    if problem is None:
+                        dead_letters[i] = uri
+                dls_notes.append(f"{label}{note}")
+            processors_status.append({k: v for k, v in entry.items() if v is not None})
         self._index(
             key,
             {(namespace, s) for s in secret_names},
-            target,
+            targets,
             {(namespace, c) for c in cm_names},
         )
+        sink_uri = processors_status[0].get("sinkUri")
         status["sinkUri"] = sink_uri
+        status["processor"] = ",".join(p.type for p in spec.processors)
+        status["processors"] = processors_status
+        sink_ok = not sink_problems
+        if sink_ok:
+            only_self = all(p.type != "knative" for p in spec.processors)
+            sink_reason = "NoSinkNeeded" if only_self else "Resolved"
+            sink_msg = "; ".join(sink_notes)
+        else:
+            sink_reason, sink_msg = sink_problems[0][0], "; ".join(m for _, m in sink_problems)
         conditions.append(condition("SinkResolved", sink_ok, sink_reason, sink_msg))
+        dls_ok = not dls_problems
+        if not dls_notes:
+            dls_reason, dls_msg = "NoDeadLetterSink", "no processor has a delivery.deadLetterSink"
+        elif dls_ok:
+            dls_reason, dls_msg = "Resolved", "; ".join(dls_notes)
+        else:
+            dls_reason, dls_msg = dls_problems[0][0], "; ".join(m for _, m in dls_problems)
+        conditions.append(condition("DeadLetterSinkResolved", dls_ok, dls_reason, dls_msg))
+        if not dls_ok and sink_ok:  # the router cannot start without it
+            sink_ok, sink_reason, sink_msg = False, dls_reason, dls_msg
 
         rendered: dict[str, Any] | None = None
         cred_ok, cred_reason, cred_msg = (
@@ -370,9 +431,11 @@ class Reconciler:
                 namespace,
                 spec,
                 secrets,
-                sink_uri if sink_ok else "http://unresolved.invalid",
+                None,
                 runtime=self.runtime.name,
                 root_cas=root_cas,
+                sink_uris=_or_placeholder(spec, sinks, knative_only=True),
+                dead_letter_uris=_or_placeholder(spec, dead_letters),
             )
         except CredentialsError as e:
             cred_ok, cred_reason, cred_msg = False, e.reason, e.message
@@ -406,13 +469,17 @@ class Reconciler:
                         namespace,
                         spec,
                         secrets,
-                        sink_uri,
+                        None,
                         runtime=self.runtime.name,
                         root_cas=root_cas,
                         mount_credentials=True,
+                        sink_uris=sinks,
+                        dead_letter_uris=dead_letters,
                     )
                 owner = Owner(name=name, namespace=namespace, uid=body["metadata"]["uid"])
-                hash_ = resources.config_hash(spec, sink_uri, versions)
+                hash_ = resources.config_hash(
+                    spec, json.dumps([sinks, dead_letters], sort_keys=True), versions
+                )
                 status["configHash"] = hash_
                 try:
                     runtime_state = await self.runtime.apply(
@@ -461,6 +528,29 @@ class Reconciler:
             )
         await self._write_status(body, old_status, status, conditions)
 
+    async def _resolve(
+        self, dest_spec: Any, namespace: str, field: str | None
+    ) -> tuple[str | None, str, tuple[str, str] | None, Target | None]:
+        """Resolve one destination: (URL or None, a note for the condition, (reason, message)
+        when it failed, the target it follows)."""
+        dest = dest_spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+        target: Target | None = None
+        if dest.get("ref"):
+            target = self.resolver.target(dest["ref"], namespace)
+        try:
+            uri, target = await asyncio.to_thread(self.resolver.resolve, dest, namespace)
+        except SinkError as e:
+            shown: str | None = None
+            if dest.get("uri"):
+                try:
+                    shown = uri_string(dest["uri"])
+                except SinkError:
+                    shown = None
+            message = f"{field}: {e.message}" if field else e.message
+            return shown, e.message, (e.reason, message), target
+        note = f"{target.describe()} -> {uri}" if target else f"uri {uri}"
+        return uri, note, None, target
+
     async def _write_status(
         self,
         body: dict[str, Any],
@@ -470,7 +560,13 @@ class Reconciler:
     ) -> None:
         meta = body["metadata"]
         generation = int(meta.get("generation", 0))
-        order = {"Ready": 0, "SinkResolved": 1, "CredentialsReady": 2, "Deployed": 3}
+        order = {
+            "Ready": 0,
+            "SinkResolved": 1,
+            "DeadLetterSinkResolved": 2,
+            "CredentialsReady": 3,
+            "Deployed": 4,
+        }
         conditions.sort(key=lambda c: order.get(c["type"], 9))
         status = {
             **status,

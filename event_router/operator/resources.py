@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,6 +166,8 @@ def render_config(
     runtime: str,
     root_cas: list[str] | None = None,
     mount_credentials: bool = False,
+    sink_uris: Mapping[int, str] | None = None,
+    dead_letter_uris: Mapping[int, str] | None = None,
 ) -> dict[str, Any]:
     """The router's own config file (the original's shape) for one RouterConfig: inline
     credentials from the Secrets, ``destination.uri`` set to the resolved sink.
@@ -175,6 +178,9 @@ def render_config(
     ``runtime="inprocess"`` leaves the metrics server out (many routers share one process)
     and the webhook's address as it is.
     ``root_cas``: the files the router reads its root CAs from (``certificates.rootCAs``).
+    ``sink_uri``: the resolved destination of the first (or only) processor; ``sink_uris``
+    those of the others by index (``eventProcessors[i]``), ``dead_letter_uris`` the resolved
+    ``delivery.deadLetterSink`` URLs by index.
     ``mount_credentials``: keep every ``auth.secretRef`` (the router pod reads the keys from
     the Secrets its Deployment mounts, :data:`CREDENTIALS_DIR`): the result holds no
     credential and goes into a ConfigMap. The Secrets are checked all the same.
@@ -188,13 +194,24 @@ def render_config(
     data.pop("certificates", None)
     if root_cas:
         data["certificates"] = {"rootCAs": list(root_cas)}
-    processor = data["eventProcessor"]
-    if processor["type"] == "knative":
-        if sink_uri is None:
-            raise RenderError(
-                "spec.eventProcessor.knative.destination", "the sink URI is not resolved"
-            )
-        processor["knative"]["destination"] = {"uri": sink_uri}
+    listed = "eventProcessors" in data
+    processors = data["eventProcessors"] if listed else [data["eventProcessor"]]
+    sinks = dict(sink_uris or {})
+    if sink_uri is not None:
+        sinks.setdefault(0, sink_uri)
+    for i, processor in enumerate(processors):
+        where = f"spec.eventProcessors[{i}]" if listed else "spec.eventProcessor"
+        if processor["type"] == "knative":
+            if i not in sinks:
+                raise RenderError(f"{where}.knative.destination", "the sink URI is not resolved")
+            processor["knative"]["destination"] = {"uri": sinks[i]}
+        delivery = processor.get("delivery")
+        if delivery and "deadLetterSink" in delivery:
+            if i not in (dead_letter_uris or {}):
+                raise RenderError(
+                    f"{where}.delivery.deadLetterSink", "the dead-letter sink URI is not resolved"
+                )
+            delivery["deadLetterSink"] = {"uri": (dead_letter_uris or {})[i]}
     if runtime == "deployment":
         metrics = data.get("metricsProvider") or {
             "type": "default",
