@@ -443,7 +443,34 @@ class EventProcessorSpec(Strict):
     @model_validator(mode="after")
     def _matching(self) -> EventProcessorSpec:
         _check_matching(self, "eventProcessor", PROCESSOR_SUBOBJECTS)
+        _check_filters(self.filters or [], self.pattern)
         return self
+
+
+def _check_filters(filters: list[dict[str, Any]], pattern: dict[str, Any] | None) -> None:
+    """What the API server checks of ``filters`` (its schema, FILTERS_MAX_DEPTH deep) and
+    what the router checks of them and of ``pattern``: the router's own models."""
+    from pydantic import ValidationError
+
+    from event_router.config.models import Filter
+    from event_router.patterns import PatternError, compile_pattern
+
+    for i, raw in enumerate(filters):
+        try:
+            f = Filter.model_validate(raw)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(
+                f"filters[{i}]{'.' + where if where else ''}: {first['msg']}"
+            ) from None
+        if f.depth() > FILTERS_MAX_DEPTH:
+            raise ValueError(f"filters[{i}]: nested deeper than {FILTERS_MAX_DEPTH} levels")
+    if pattern is not None:
+        try:
+            compile_pattern(pattern)
+        except PatternError as e:
+            raise ValueError(f"pattern: {e}") from None
 
 
 # --- metrics, checkpoints, the spec ------------------------------------------------------

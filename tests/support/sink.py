@@ -63,6 +63,10 @@ class CloudEventSink:
         self.in_flight = 0
         self.max_in_flight = 0
         self._fail: deque[int] = deque()
+        #: while set, every request is answered with this status (a sink that is down)
+        self.down: int | None = None
+        #: an event whose body holds one of these texts is answered 400 (a poison event)
+        self.reject_containing: set[bytes] = set()
         self._retry_after: str | None = None
         self._location: str | None = None
         self._changed = asyncio.Event()
@@ -139,6 +143,10 @@ class CloudEventSink:
                 await asyncio.sleep(self.delay)
             if self.auth is not None and not self._authorized(request):
                 return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="sink"'})
+            if self.down is not None:
+                return web.Response(status=self.down, text="sink down")
+            if any(text in body for text in self.reject_containing):
+                return web.Response(status=400, text='{"error":"poison event rejected"}')
             if self._fail:
                 status = self._fail.popleft()
                 headers = {"Retry-After": self._retry_after} if self._retry_after else {}

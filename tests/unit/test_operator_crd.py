@@ -73,6 +73,15 @@ AWS = {
     "auth": {"type": "aws_access_key", "secretRef": {"name": "aws"}},
 }
 
+
+def _knative(name: str) -> dict[str, Any]:
+    return {
+        "type": "knative",
+        "name": name,
+        "knative": {"destination": {"uri": {"scheme": "http", "host": "sink"}}},
+    }
+
+
 #: (id, mutation, what the API server's message must name)
 INVALID: list[tuple[str, list[Callable[[dict[str, Any]], None]], str]] = [
     ("unknown-provider-type", [_set("eventProvider.type", "vsphere")], "spec.eventProvider.type"),
@@ -196,6 +205,77 @@ INVALID: list[tuple[str, list[Callable[[dict[str, Any]], None]], str]] = [
             ),
         ],
         "spec.eventProvider.webhook.bindAddress",
+    ),
+    # several processors, filters, delivery (issue 15)
+    (
+        "both-processor-forms",
+        [_set("eventProcessors", [_knative("a")])],
+        "exactly one of eventProcessor or eventProcessors",
+    ),
+    (
+        "duplicate-processor-names",
+        [_set("eventProcessor", _DELETE), _set("eventProcessors", [_knative("a"), _knative("a")])],
+        "spec.eventProcessors[1]",
+    ),
+    (
+        "filter-two-dialects",
+        [_set("eventProcessor.filters", [{"exact": {"type": "a"}, "prefix": {"type": "b"}}])],
+        "exactly one of exact, prefix, suffix, all, any, not",
+    ),
+    (
+        "filter-two-attributes",
+        [_set("eventProcessor.filters", [{"exact": {"type": "a", "source": "b"}}])],
+        "spec.eventProcessor.filters[0].exact",
+    ),
+    (
+        "filter-attribute-not-lowercase",
+        [_set("eventProcessor.filters", [{"exact": {"Type": "a"}}])],
+        "attribute names are lower-case letters and digits",
+    ),
+    (
+        "filter-too-deep",
+        [
+            _set(
+                "eventProcessor.filters",
+                [{"all": [{"any": [{"not": {"exact": {"type": "a"}}}]}]}],
+            )
+        ],
+        "spec.eventProcessor.filters[0].all[0].any[0].not",
+    ),
+    (
+        "delivery-backoff-not-iso-8601",
+        [_set("eventProcessor.delivery", {"backoffDelay": "1s"})],
+        "spec.eventProcessor.delivery.backoffDelay",
+    ),
+    (
+        "delivery-retry-negative",
+        [_set("eventProcessor.delivery", {"retry": -1})],
+        "spec.eventProcessor.delivery.retry",
+    ),
+    (
+        "delivery-policy-unknown",
+        [_set("eventProcessor.delivery", {"backoffPolicy": "fibonacci"})],
+        "spec.eventProcessor.delivery.backoffPolicy",
+    ),
+    (
+        "dead-letter-sink-empty",
+        [_set("eventProcessor.delivery", {"deadLetterSink": {}})],
+        "exactly one of uri or ref",
+    ),
+    (
+        "pattern-not-an-object",
+        [_set("eventProcessor.pattern", "prod-*")],
+        "spec.eventProcessor.pattern",
+    ),
+    (
+        "webhook-ack-unknown",
+        [
+            _set(
+                "eventProvider",
+                {"type": "webhook", "name": "hook", "webhook": {**HOOK, "ack": "never"}},
+            ),
+        ],
+        "spec.eventProvider.webhook.ack",
     ),
     # values the router refuses, so the API server refuses them too (same patterns)
     (
