@@ -4,16 +4,24 @@ Phases (the router is a separate process, as in production):
 
 1. drain: ``--backlog`` events (default 1,000) already in vcsim and a checkpoint from
    before them; events/s from the first to the last event at the sink (and from the
-   router's start).
-2. latency: events posted at ``--rate``/s (default 20) for ``--duration`` s (default 60);
-   event-to-sink latency = sink arrival time - the event's ``createdTime`` (vcsim runs on
-   this machine's clock): p50, p99, max.
-3. the router process's RSS (VmRSS and peak VmHWM from /proc) after both phases.
+   router's start), and the router's CPU per event between those two arrivals.
+2. latency: after ``--idle`` s (default 10) without events, events posted at ``--rate``/s
+   (default 20) for ``--duration`` s (default 60); event-to-sink latency = sink arrival
+   time - the event's ``createdTime`` (vcsim runs on this machine's clock): p50, p99, max;
+   and the router's CPU per event from the first post to the last arrival.
+3. burst: after ``--idle`` s, ``--burst`` events (default 1,000) posted at once (4 threads,
+   as fast as vcsim takes them): how many never arrived, arrived twice, or out of key order.
+4. the router process's RSS (VmRSS and peak VmHWM from /proc) after all phases, and its
+   peak after the drain.
+
+CPU is the router process's utime + stime from /proc/<pid>/stat (10 ms ticks).
 
 Progress goes to stderr; the last stdout line is one JSON object with at least
-``drain_events_per_s``, ``p50_s``, ``p99_s``, ``rss_mib``.
+``drain_events_per_s``, ``p50_s``, ``p99_s``, ``rss_mib``, ``live_cpu_ms_per_event``,
+``drain_cpu_ms_per_event``, ``live_p50_s``, ``live_p99_s``, ``burst_1000_missing``.
 
     .venv/bin/python -m bench.vcenter [--backlog 1000] [--rate 20] [--duration 60]
+        [--idle 10] [--burst 1000]
 """
 
 from __future__ import annotations
@@ -21,13 +29,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import itertools
 import json
+import os
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -46,34 +58,67 @@ def say(msg: str) -> None:
     log(msg, tag="bench.vcenter")
 
 
+def cpu_s(pid: int) -> float:
+    """utime + stime of process ``pid`` in seconds (from /proc/<pid>/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
 class TimedSink(CloudEventSink):
-    """The test sink, plus the wall-clock arrival time of every event."""
+    """The test sink, plus the wall-clock arrival time of every event and the router's CPU
+    seconds at that moment (once ``pid`` is set)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.arrivals: list[float] = []
+        self.cpu: list[float] = []
+        self.pid: int | None = None
 
     async def _handle(self, request: web.Request) -> web.Response:
         before = len(self.events)
         response = await super()._handle(request)
         now = time.time()
-        self.arrivals.extend([now] * (len(self.events) - before))
+        cpu = cpu_s(self.pid) if self.pid is not None else 0.0
+        new = len(self.events) - before
+        self.arrivals.extend([now] * new)
+        self.cpu.extend([cpu] * new)
         return response
 
 
 def bench_messages(sink: TimedSink, prefix: str) -> list[tuple[Any, float]]:
+    return [(event, at) for event, at, _ in bench_arrivals(sink, prefix)]
+
+
+def bench_arrivals(sink: TimedSink, prefix: str) -> list[tuple[Any, float, float]]:
+    """(event, arrival time, router CPU seconds then) of the bench's events ``<prefix><i>``."""
     out = []
-    for event, at in zip(sink.events, sink.arrivals, strict=False):
+    for event, at, cpu in zip(sink.events, sink.arrivals, sink.cpu, strict=False):
         msg = (event.data or {}).get("Message") or ""
         if event["subject"] == "GeneralUserEvent" and msg.startswith(prefix):
-            out.append((event, at))
+            out.append((event, at, cpu))
     return out
 
 
-def post(si: Any, prefix: str, count: int, rate: float | None) -> None:
+def burst_figures(events: list[Any], prefix: str, count: int) -> dict[str, int]:
+    """Missing, duplicated and out-of-order (by vCenter key) events of a burst."""
+    messages = [(e.data or {}).get("Message") for e in events]
+    keys = [int((e.data or {}).get("Key") or 0) for e in events]
+    expected = {f"{prefix}{i}" for i in range(count)}
+    return {
+        f"burst_{count}_missing": len(expected - set(messages)),
+        f"burst_{count}_duplicates": len(messages) - len(set(messages)),
+        f"burst_{count}_out_of_order": sum(1 for a, b in itertools.pairwise(keys) if b <= a),
+    }
+
+
+def post(si: Any, prefix: str, count: int, rate: float | None, first: int = 0) -> None:
     mgr = si.content.eventManager
     start = time.monotonic()
-    for i in range(count):
+    for i in range(first, count):
         if rate:
             delay = start + i / rate - time.monotonic()
             if delay > 0:
@@ -83,6 +128,22 @@ def post(si: Any, prefix: str, count: int, rate: float | None) -> None:
                 key=0, chainId=0, createdTime=si.CurrentTime(), userName="", message=f"{prefix}{i}"
             )
         )
+
+
+def post_burst(sim: VCSim, prefix: str, count: int, threads: int = 4) -> float:
+    """``count`` events posted at once by ``threads`` sessions; the seconds it took."""
+    sessions = [sim.connect() for _ in range(threads)]
+    go = threading.Barrier(threads)
+    share = -(-count // threads)
+
+    def one(n: int) -> None:
+        go.wait()
+        post(sessions[n], prefix, min(count, (n + 1) * share), None, first=n * share)
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, range(threads)))
+    return time.monotonic() - start
 
 
 def start_router(config: Path, log: Any) -> subprocess.Popen[bytes]:
@@ -159,23 +220,43 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             log = (work / "router.log").open("wb")
             started = time.time()
             router = start_router(config, log)
+            sink.pid = router.pid
             try:
                 await wait_count(sink, "d", args.backlog, 120)
-                drained = bench_messages(sink, "d")
+                drained = bench_arrivals(sink, "d")
                 first, last = drained[0][1], drained[-1][1]
                 drain_rate = (len(drained) - 1) / max(last - first, 1e-6)
+                drain_cpu = (drained[-1][2] - drained[0][2]) / max(len(drained) - 1, 1)
                 say(
                     f"drain: {len(drained)} events in {last - first:.2f}s "
-                    f"({drain_rate:.0f}/s); {last - started:.2f}s from router start"
+                    f"({drain_rate:.0f}/s); {last - started:.2f}s from router start; "
+                    f"{drain_cpu * 1000:.2f} ms CPU per event"
                 )
+                _, drain_hwm = rss_mib(router.pid)
+                say(f"idle {args.idle}s")
+                await asyncio.sleep(args.idle)
                 total = int(args.rate * args.duration)
                 say(f"latency: {total} events at {args.rate}/s for {args.duration}s")
+                cpu_before = cpu_s(router.pid)
                 await asyncio.to_thread(post, si, "l", total, args.rate)
                 await wait_count(sink, "l", total, 60)
+                live = bench_arrivals(sink, "l")
+                live_cpu = (live[-1][2] - cpu_before) / total
                 latencies = [
                     at - dt.datetime.fromisoformat(ev["time"].replace("Z", "+00:00")).timestamp()
-                    for ev, at in bench_messages(sink, "l")
+                    for ev, at, _ in live
                 ]
+                say(f"live: {live_cpu * 1000:.2f} ms CPU per event")
+                say(f"idle {args.idle}s, then a burst of {args.burst} events")
+                await asyncio.sleep(args.idle)
+                posted_in = await asyncio.to_thread(post_burst, sim, "b", args.burst)
+                try:
+                    await wait_count(sink, "b", args.burst, 60)
+                except TimeoutError as e:
+                    say(f"burst: {e}")
+                await asyncio.sleep(1)  # duplicates, if any, arrive too
+                burst = burst_figures([ev for ev, _ in bench_messages(sink, "b")], "b", args.burst)
+                say(f"burst: posted in {posted_in:.2f}s; {burst}")
                 rss, hwm = rss_mib(router.pid)
             finally:
                 router.send_signal(signal.SIGTERM)
@@ -193,8 +274,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "p50_s": round(statistics.median(latencies), 4),
         "p99_s": round(quantile(latencies, 0.99), 4),
         "max_s": round(max(latencies), 4),
+        "live_p50_s": round(statistics.median(latencies), 4),
+        "live_p99_s": round(quantile(latencies, 0.99), 4),
+        "live_cpu_ms_per_event": round(live_cpu * 1000, 3),
+        "drain_cpu_ms_per_event": round(drain_cpu * 1000, 3),
+        "live_over_drain_cpu": round(live_cpu / max(drain_cpu, 1e-9), 2),
+        **burst,
         "rss_mib": round(rss, 1),
         "rss_peak_mib": round(hwm, 1),
+        "rss_peak_after_drain_mib": round(drain_hwm, 1),
         "page_size": args.page_size,
         "router_exit_code": router.returncode,
     }
@@ -208,6 +296,8 @@ def cli() -> None:
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--page-size", type=int, default=100)
+    parser.add_argument("--idle", type=float, default=10.0)
+    parser.add_argument("--burst", type=int, default=1000)
     figures = asyncio.run(main(parser.parse_args()))
     print(json.dumps(figures))
 

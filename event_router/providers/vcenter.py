@@ -27,7 +27,7 @@ import random
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -77,6 +77,18 @@ class Position:
     key: int
     created: dt.datetime
     type: str
+
+
+@dataclass(frozen=True)
+class Step:
+    """One round of the stream: the events read, the property collector's version, whether
+    the page was short (caught up: wait before the next read), push or poll."""
+
+    events: list[Any]
+    version: str
+    caught_up: bool
+    push: bool
+    count: int = 100
 
 
 class ResumeFilter:
@@ -187,10 +199,13 @@ class VCenterProvider(Provider):
         self._password = auth.basicAuth.password
         self._executor = DaemonWorker(f"vc-{self.host}")
         self._si: Any = None
+        self._content: Any = None
         self._instance_uuid = ""
         self._api_version = ""
         self._collector: Any = None
         self._filter: Any = None
+        #: the session's PropertyCollector (``si.content`` is a round trip on every access)
+        self._pc: Any = None
         #: last event handed to the publisher (resume point after a reconnect)
         self._last_published: Position | None = None
         self._resume: ResumeFilter | None = None
@@ -241,15 +256,17 @@ class VCenterProvider(Provider):
             disableSslCertValidation=self.cfg.insecureSSL,
             httpConnectionTimeout=HTTP_TIMEOUT_SECONDS,
         )
-        about = si.content.about
+        content = si.content
+        about = content.about
         self._si = si
+        self._content = content
         self._instance_uuid = str(about.instanceUuid or self.address())
         self._api_version = str(about.apiVersion or "")
 
     def _logout(self) -> None:
         si, self._si = self._si, None
         collector, prop_filter = self._collector, self._filter
-        self._collector = self._filter = None
+        self._collector = self._filter = self._pc = None
         if si is None:
             return
         # vCenter limits collectors (32 by default): release ours when the session still works
@@ -266,7 +283,7 @@ class VCenterProvider(Provider):
         return now.astimezone(dt.UTC)
 
     def _open_collector(self, begin: dt.datetime) -> None:
-        content = self._si.content
+        content = self._content
         spec = vim.event.EventFilterSpec(
             entity=vim.event.EventFilterSpec.ByEntity(entity=content.rootFolder, recursion="all"),
             time=vim.event.EventFilterSpec.ByTime(beginTime=begin),
@@ -286,15 +303,32 @@ class VCenterProvider(Provider):
         )
         self._filter = pc.CreateFilter(filter_spec, partialUpdates=False)
         self._collector = collector
+        self._pc = pc
 
     def _read(self, count: int) -> list[Any]:
         return list(self._collector.ReadNextEvents(maxCount=count) or [])
 
-    def _wait(self, version: str) -> str:
-        pc = self._si.content.propertyCollector
+    def _wait(self, version: str) -> str | None:
+        """Block until ``latestPage`` changes after ``version`` (or WAIT_SECONDS pass: None)."""
         options = vmodl.query.PropertyCollector.WaitOptions(maxWaitSeconds=WAIT_SECONDS)
-        update = pc.WaitForUpdatesEx(version, options)
-        return str(update.version) if update is not None else version
+        update = self._pc.WaitForUpdatesEx(version, options)
+        return str(update.version) if update is not None else None
+
+    def _next_page(self, step: Step) -> Step:
+        """One round in the worker thread: wait for a change first if the last page was
+        short (caught up), then read the next page. One hand-off to the event loop per
+        wake-up, and no extra empty read after each live event."""
+        version = step.version
+        if step.caught_up:
+            if not step.push:
+                time.sleep(POLL_SECONDS)
+            else:
+                changed = self._wait(version)
+                if changed is None:  # nothing new within WAIT_SECONDS
+                    return replace(step, events=[])
+                version = changed
+        events = self._read(step.count)
+        return replace(step, events=events, version=version, caught_up=len(events) < step.count)
 
     # --- run -------------------------------------------------------------------------------
 
@@ -457,32 +491,25 @@ class VCenterProvider(Provider):
         return last.created
 
     async def _stream(self, publisher: Publisher) -> None:
-        page_size = self.cfg.pageSize
-        version = ""
-        push = True
+        step = Step([], "", caught_up=False, push=True, count=self.cfg.pageSize)
         while True:
-            events = await self._call(self._read, page_size)
-            if events:
-                for event in events:
-                    for ready_event in self._resume.feed(event) if self._resume else [event]:
-                        await self._publish(publisher, ready_event)
+            try:
+                step = await self._call(self._next_page, step)
+            except (vmodl.fault.NotSupported, vmodl.fault.MethodNotFound) as e:
+                log.warning(
+                    "vcenter %s: WaitForUpdatesEx unavailable (%s); polling every %ss",
+                    self.address(),
+                    type(e).__name__,
+                    POLL_SECONDS,
+                )
+                step = Step([], step.version, caught_up=True, push=False, count=step.count)
                 continue
-            if self._resume is not None and self._resume.active:
+            for event in step.events:
+                for ready_event in self._resume.feed(event) if self._resume else [event]:
+                    await self._publish(publisher, ready_event)
+            if step.caught_up and self._resume is not None and self._resume.active:
                 for held in self._resume.release():
                     await self._publish(publisher, held)
-            if push:
-                try:
-                    version = await self._call(self._wait, version)
-                    continue
-                except (vmodl.fault.NotSupported, vmodl.fault.MethodNotFound) as e:
-                    push = False
-                    log.warning(
-                        "vcenter %s: WaitForUpdatesEx unavailable (%s); polling every %ss",
-                        self.address(),
-                        type(e).__name__,
-                        POLL_SECONDS,
-                    )
-            await asyncio.sleep(POLL_SECONDS)
 
     async def _publish(self, publisher: Publisher, event: Any) -> None:
         pos = Position(int(event.key), event.createdTime, event_name(event))

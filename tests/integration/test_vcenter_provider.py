@@ -12,8 +12,10 @@ import datetime as dt
 import json
 import logging
 import statistics
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -299,6 +301,48 @@ async def test_events_arrive_fast_when_caught_up(
     assert "WaitForUpdatesEx unavailable" not in caplog.text
     assert statistics.median(latencies) < 0.5, latencies  # the issue's p50 target
     assert max(latencies) < 1.0, latencies  # the original: 1 to 5 s
+
+
+def post_burst(sim: VCSim, prefix: str, count: int, sessions: int = 4) -> None:
+    """``count`` GeneralUserEvents ``<prefix><i>`` posted at once by ``sessions`` sessions."""
+    clients = [sim.connect() for _ in range(sessions)]
+    go = threading.Barrier(sessions)
+    share = -(-count // sessions)
+
+    def one(n: int) -> None:
+        mgr = clients[n].content.eventManager
+        go.wait()
+        for i in range(n * share, min(count, (n + 1) * share)):
+            mgr.PostEvent(
+                eventToPost=vim.event.GeneralUserEvent(
+                    key=0,
+                    chainId=0,
+                    createdTime=dt.datetime.now(dt.UTC),
+                    userName="",
+                    message=f"{prefix}{i}",
+                )
+            )
+
+    with ThreadPoolExecutor(sessions) as pool:
+        list(pool.map(one, range(sessions)))
+
+
+@pytest.mark.parametrize("page_size", [100, 7])
+async def test_burst_larger_than_the_latest_page_loses_nothing_in_order(
+    sim: VCSim, run_provider: Any, page_size: int
+) -> None:
+    """1,000 events posted at once while the provider waits, idle: the latest page (the
+    wake-up signal, one event) overflows many times over; every event still arrives, once,
+    in vCenter's order (key order), read page by page from the collector."""
+    r = await run_provider(config(sim, pageSize=page_size))
+    await asyncio.sleep(WAIT_SECONDS + 0.5)  # idle: blocked in WaitForUpdatesEx
+    await asyncio.to_thread(post_burst, sim, "burst", 1000)
+    await r.pub.wait(lambda: len(r.pub.messages("burst")) >= 1000, timeout=60)
+    await asyncio.sleep(0.5)  # a duplicate, if any, would arrive now
+    messages = r.pub.messages("burst")
+    assert len(messages) == 1000 and set(messages) == {f"burst{i}" for i in range(1000)}
+    keys = [e.data["Key"] for e in r.pub.events]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys), "in vCenter's order, once each"
 
 
 # --- checkpoints ------------------------------------------------------------------------
