@@ -7,7 +7,8 @@ times), and this driver (concurrent aiohttp clients posting binary-mode CloudEve
 Phases: warm-up; throughput (concurrent clients as fast as they can, sustained events/s =
 events delivered to the sink / wall time); latency at a fixed rate (open-loop pacing at
 500 events/s, end-to-end latency = sink arrival - client send, both CLOCK_MONOTONIC on
-this machine); RSS of the router (VmRSS and peak VmHWM).
+this machine); 8 clients opening a new connection per request for 2,000 events (every answer
+comes after delivery: ``ack: delivered``); RSS of the router (VmRSS and peak VmHWM).
 
 Progress goes to stderr; the last stdout line is one JSON object of figures.
 
@@ -299,8 +300,29 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
             ms = [v / 1e6 for v in lat["latencies_ns"]]
             p50, p99 = pct(ms, 50), pct(ms, 99)
             log(f"latency: p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {max(ms):.2f} ms")
+            # 8 clients, a new connection per request, ack after delivery (issue 15's load)
+            nc_events = 2000
+            log(f"new connections: {nc_events} events, 8 clients, one connection per request")
+            fresh = aiohttp.TCPConnector(limit=8, force_close=True)
+            async with aiohttp.ClientSession(connector=fresh) as nc_session:
+                t0 = time.monotonic()
+                nc_errors = await post_all(nc_session, hook, 20_000_000, nc_events, 8)
+                nc_elapsed = time.monotonic() - t0
+            await wait_count(session, sink, nc_events - nc_errors, 60)
+            async with session.get(sink + "/results?reset=1") as r:
+                nc = await r.json()
+            nc_ms = [v / 1e6 for v in nc["latencies_ns"]]
+            nc_rate = nc["count"] / nc_elapsed
+            log(
+                f"new connections: {nc_rate:.0f} events/s, p50 {pct(nc_ms, 50):.2f} ms, "
+                f"p99 {pct(nc_ms, 99):.2f} ms, {nc_errors} refused"
+            )
             rss_after, hwm = rss_mib(router_proc.pid)
         return {
+            "new_conn_8_events_per_s": round(nc_rate, 1),
+            "new_conn_8_p50_ms": round(pct(nc_ms, 50), 2),
+            "new_conn_8_p99_ms": round(pct(nc_ms, 99), 2),
+            "new_conn_8_refused": nc_errors,
             "events_per_s": round(events_per_s, 1),
             "p50_ms": round(p50, 2),
             "p99_ms": round(p99, 2),
