@@ -3,9 +3,10 @@ scrapes a real operator's /metrics (in-process runtime, on the test control plan
 routers read two private vcsims, and evaluates the rules and every panel's query.
 
 * ``ok``: vcsim -> a sink that takes every event: in no alert.
-* ``bad``: vcsim -> a sink that answers 503 twice (retries), then 400 (failed): delivery
-  failures, a checkpoint held before the failed event; then its vcsim stops: provider
-  disconnected, router not ready.
+* ``bad``: vcsim -> a sink that is down (503 to every request): delivery rounds fail and are
+  retried until it recovers, the checkpoint held before the first event; then its vcsim
+  stops: provider disconnected, router not ready. (A 400 would drop the event, or dead-letter
+  it, and the checkpoint would move on.)
 * ``nocreds``: its Secret does not exist: the operator's RouterConfigs-not-ready.
 """
 
@@ -79,8 +80,7 @@ async def test_alert_rules_and_dashboard_queries_on_a_real_operator_s_series(
     metrics_port = free_port()
     with VCSim() as vc_ok, VCSim() as vc_bad:
         async with CloudEventSink() as sink_ok, CloudEventSink() as sink_bad:
-            sink_bad.fail_next(2, 503)
-            sink_bad.fail_next(100000, 400)
+            sink_bad.down = 503
             apply(api, basic_secret("vc-creds", vc_ok.username, vc_ok.password), ns)
             spec_ok = vcsim_spec(vc_ok, sink_ok.url)
             spec_bad = vcsim_spec(vc_bad, sink_bad.url)
