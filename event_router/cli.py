@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -35,8 +35,9 @@ from event_router.kubeclient import ENV_NAMESPACE, own_namespace
 from event_router.logsetup import LEVELS, REDACTOR, setup_logging
 
 if TYPE_CHECKING:
-    from event_router.checkpoints import CheckpointStore
+    from event_router.checkpoints import Checkpoint, CheckpointStore
     from event_router.core import RouterContext
+    from event_router.leader import LeaderElector
 
 DEFAULT_CONFIG = "/etc/vmware-event-router/config"
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
@@ -193,8 +194,63 @@ def _basic_auths(model: BaseModel) -> list[BasicAuth]:
     return found
 
 
+class FencedStore:
+    """A checkpoint store that writes only while this replica leads: a leader that lost its
+    Lease never moves the checkpoint under the replica that took over."""
+
+    def __init__(self, store: CheckpointStore, elector: LeaderElector) -> None:
+        self.store = store
+        self.elector = elector
+
+    def describe(self) -> str:
+        return self.store.describe()
+
+    async def load(self) -> Checkpoint | None:
+        return await self.store.load()
+
+    async def save(self, checkpoint: Checkpoint) -> None:
+        if not self.elector.leading:
+            raise RuntimeError(
+                f"checkpoint {self.describe()}: not written, this replica no longer holds "
+                f"{self.elector.store.describe()}"
+            )
+        await self.store.save(checkpoint)
+
+
+def leader_elector(environ: Mapping[str, str] | None = None) -> LeaderElector | None:
+    """The elector when ``EVENT_ROUTER_LEASE`` names a Lease (the operator's Deployment with
+    ``replicas`` > 1 for vcenter and horizon), else None."""
+    env = os.environ if environ is None else environ
+    name = env.get("EVENT_ROUTER_LEASE", "").strip()
+    if not name:
+        return None
+    from event_router.leader import (
+        ENV_LEASE,
+        KubernetesLeaseStore,
+        LeaderElector,
+        identity,
+        timing_from_env,
+    )
+
+    namespace = own_namespace(env)
+    if not namespace:
+        raise ConfigError(
+            [
+                f"{ENV_NAMESPACE}: required when {ENV_LEASE} is set "
+                "(got nothing, and no service account namespace file)"
+            ]
+        )
+    try:
+        timing = timing_from_env(env)
+    except ValueError as e:
+        raise ConfigError([str(e)]) from None
+    store = KubernetesLeaseStore(namespace, name, timing.request_timeout)
+    return LeaderElector(store, identity(env), timing)
+
+
 def checkpoint_store_factory(
     environ: dict[str, str] | None = None,
+    elector: LeaderElector | None = None,
 ) -> Callable[[str], CheckpointStore] | None:
     """ConfigMap checkpoints when ``EVENT_ROUTER_CHECKPOINT_CONFIGMAP`` is set (the
     operator's Deployment), else None (providers use files in ``checkpointDir``)."""
@@ -213,18 +269,44 @@ def checkpoint_store_factory(
     from event_router.checkpoints import ConfigMapStore
 
     def factory(key: str) -> CheckpointStore:
-        return ConfigMapStore(namespace, name, key)
+        store: CheckpointStore = ConfigMapStore(namespace, name, key)
+        return FencedStore(store, elector) if elector is not None else store
 
     log.info("checkpoints go to ConfigMap %s/%s", namespace, name)
     return factory
+
+
+def _campaign(router: Any, elector: LeaderElector) -> asyncio.Task[None]:
+    """The election task: the router leads once the Lease is ours and is fenced the moment
+    it is not (then the task ends)."""
+
+    async def started() -> None:
+        router.lead()
+
+    async def stopped() -> None:
+        router.fence()
+
+    router.election_stats = lambda: {
+        "lease": elector.store.describe(),
+        "identity": elector.identity,
+        "role": elector.role,
+        "holder": elector.holder,
+        "transitions": elector.transitions,
+    }
+    return asyncio.create_task(elector.run(started, stopped), name="leader-election")
 
 
 async def run_router(
     context: RouterContext,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
     stop: asyncio.Event | None = None,
+    elector: LeaderElector | None = None,
 ) -> int:
     """Run one router until SIGTERM/SIGINT (or ``stop`` is set) or until it ends.
+
+    With ``elector`` (leader election): a standby until the Lease is ours, then the leader
+    until SIGTERM (the Lease is released after the final checkpoint) or until the Lease is
+    lost (fenced at once, exit 1 so that the container restarts as a standby).
 
     Returns the exit code. A second signal during shutdown stops waiting at once.
     """
@@ -257,7 +339,9 @@ async def run_router(
             log.error("cannot create the router: %s", exc)
             return EXIT_FAILED
         try:
-            await router.start()
+            if elector is not None:
+                await router.provider.prepare()
+            await router.start(lead=elector is None)
         except Exception as exc:
             log.error("router failed to start: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
             with contextlib.suppress(Exception):
@@ -266,8 +350,22 @@ async def run_router(
         code = EXIT_OK
         waiter = asyncio.create_task(router.wait(), name="router-wait")
         stopper = asyncio.create_task(stop_event.wait(), name="router-stop-signal")
+        tasks = {waiter, stopper}
+        election: asyncio.Task[None] | None = None
+        if elector is not None:
+            election = _campaign(router, elector)
+            tasks.add(election)
         try:
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if election is not None and election.done() and not stop_event.is_set():
+                # the Lease is lost: the router is fenced already; exit, and the kubelet
+                # restarts the container as a standby
+                log.error(
+                    "this replica no longer leads: stopped delivering; exiting so that it "
+                    "restarts as a standby"
+                )
+                await router.stop(timeout=0)
+                return EXIT_FAILED
             if waiter.done() and not stop_event.is_set():
                 err = waiter.exception()
                 if err is not None:
@@ -276,12 +374,19 @@ async def run_router(
                     log.error("router stopped unexpectedly (its event provider ended)")
                 code = EXIT_FAILED
             log.info("shutting down (waiting up to %gs for in-flight events)", shutdown_timeout)
+            # the election keeps renewing meanwhile: the final checkpoint is written as leader
             await router.stop(timeout=shutdown_timeout)
+            if election is not None and elector is not None:
+                election.cancel()
+                with contextlib.suppress(BaseException):
+                    await election
+                if elector.holder == elector.identity:
+                    await asyncio.to_thread(elector.release)
         except asyncio.CancelledError:
             log.warning("shutdown interrupted; in-flight events may be re-sent after a restart")
             return EXIT_FAILED
         finally:
-            for task in (waiter, stopper):
+            for task in (waiter, stopper, *([election] if election else [])):
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
@@ -380,7 +485,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         _processors_text(config),
     )
     try:
-        factory = checkpoint_store_factory()
+        elector = leader_elector() if config.eventProvider.type != "webhook" else None
+        factory = checkpoint_store_factory(elector=elector)
+        if elector is not None and factory is None:
+            raise ConfigError(
+                [
+                    f"EVENT_ROUTER_LEASE: leader election needs ConfigMap checkpoints "
+                    f"({ENV_CHECKPOINT_CONFIGMAP}), so that a standby resumes where the "
+                    "leader stopped"
+                ]
+            )
     except ConfigError as exc:
         for line in exc.errors:
             log.error("%s", line)
@@ -390,7 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     context = RouterContext(config=config, checkpoint_store_factory=factory)
     try:
-        return asyncio.run(run_router(context, args.shutdown_timeout))
+        return asyncio.run(run_router(context, args.shutdown_timeout, elector=elector))
     except KeyboardInterrupt:
         return EXIT_FAILED
 

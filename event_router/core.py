@@ -131,6 +131,10 @@ class Provider(abc.ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Flush checkpoints, log out. Called once after ``run`` was cancelled."""
 
+    async def prepare(self) -> None:  # noqa: B027 - optional hook
+        """A standby's check before it waits to lead (leader election): can it reach its
+        source and log in? Raise the error ``run`` would raise at its first login."""
+
 
 class Processor(abc.ABC):
     """An event sink. One module per type under ``event_router.processors``."""

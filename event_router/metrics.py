@@ -236,6 +236,13 @@ class RouterMetrics:
         self.ready = Gauge(
             "event_router_ready", "1 when the router is ready, else 0", extra, registry=r
         )
+        self.leader = Gauge(
+            "event_router_leader",
+            "1 while this replica streams events (the Lease holder, or the only replica), 0 "
+            "while it waits as a standby",
+            extra,
+            registry=r,
+        )
         self.provider_connected = Gauge(
             "event_router_provider_connected",
             "1 while the provider is connected to its source (vCenter/Horizon: logged in and "
@@ -332,6 +339,7 @@ class MetricsServer:
         field: str = "metricsProvider.default",
         bind_field: str | None = None,
         not_ready_reason: Callable[[], str | None] | None = None,
+        role: Callable[[], str | None] | None = None,
     ) -> None:
         self.bind_field = bind_field or f"{field}.bindAddress"
         self.host, self.port = split_host_port(bind_address, field=self.bind_field)
@@ -340,6 +348,8 @@ class MetricsServer:
         self._ready = ready
         #: why /readyz answers 503 (its body says it), when the owner knows
         self._not_ready_reason = not_ready_reason
+        #: "leader" or "standby" under leader election (the /readyz body says which)
+        self._role = role
         self._check = basic_auth_checker(auth, field=f"{field}.auth")
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -404,6 +414,9 @@ class MetricsServer:
 
     async def _handle_readyz(self, request: web.Request) -> web.Response:
         if self._ready():
+            role = self._role() if self._role is not None else None
+            if role:
+                return web.Response(text=f"ready ({role})\n", headers={"X-Event-Router-Role": role})
             return web.Response(text="ready\n")
         why = self._not_ready_reason() if self._not_ready_reason is not None else None
         return web.Response(status=503, text=f"not ready: {why}\n" if why else "not ready\n")

@@ -155,6 +155,7 @@ class Router:
                 stats=self.stats,
                 ready=lambda: self.ready,
                 auth=mp.default.auth,
+                role=lambda: self.role,
             )
         for slot in self.slots:
             m = self.metrics
@@ -165,6 +166,7 @@ class Router:
             slot.processor.retry_hook = self._retry_hook(slot)
         m = self.metrics
         m.child(m.ready).set_function(lambda: 1.0 if self.ready else 0.0)
+        m.child(m.leader).set_function(lambda: 0.0 if self.role == "standby" else 1.0)
         m.watch_provider(self._provider_type, self.provider)
         self._closing = False
         self._closed = asyncio.Event()
@@ -172,21 +174,30 @@ class Router:
         self._stopped = False
         self._provider_task: asyncio.Task[None] | None = None
         self._started_processors: list[Processor] = []
+        #: None without leader election; "standby" until :meth:`lead`, then "leader"
+        self.role: str | None = None
+        self._led = asyncio.Event()
+        #: extra /stats entry (the leader election's view), set by the runtime
+        self.election_stats: Callable[[], dict[str, Any]] | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
     @property
     def ready(self) -> bool:
-        """The provider is connected and every processor started."""
-        return self._started and not self._closing and bool(self.provider.ready)
+        """The provider is connected and every processor started (a standby: every
+        processor started; it connects when it leads)."""
+        if not self._started or self._closing:
+            return False
+        return self.role == "standby" or bool(self.provider.ready)
 
     @property
     def metrics_url(self) -> str | None:
         return self._metrics_server.url if self._metrics_server else None
 
-    async def start(self) -> None:
+    async def start(self, *, lead: bool = True) -> None:
         """Start the processors (raising their startup errors), the metrics server if
-        configured, the workers, and the provider task."""
+        configured, the workers, and the provider task (``lead=False``: a standby; the
+        provider starts at :meth:`lead`)."""
         if self._started:
             raise RuntimeError("router already started")
         try:
@@ -203,16 +214,46 @@ class Router:
             raise
         for slot in self.slots:
             slot.worker = asyncio.create_task(self._work(slot), name=f"router-{slot.name}")
-        self._provider_task = asyncio.create_task(
-            self.provider.run(self), name=f"provider-{self.provider.type}"
-        )
         self._started = True
+        if lead:
+            self._start_provider()
+        else:
+            self.role = "standby"
         log.info(
-            "router started: provider %s (%s) -> %s",
+            "router started%s: provider %s (%s) -> %s",
+            "" if lead else " as a standby (the provider starts when it leads)",
             self.provider.type,
             self.provider.address(),
             ", ".join(f"{s.processor.type} ({s.processor.address()})" for s in self.slots),
         )
+
+    def _start_provider(self) -> None:
+        self._provider_task = asyncio.create_task(
+            self.provider.run(self), name=f"provider-{self.provider.type}"
+        )
+        self._led.set()
+
+    def lead(self) -> None:
+        """A standby takes over: its provider starts (resuming from the checkpoint)."""
+        if not self._started or self._closing or self._provider_task is not None:
+            return
+        self.role = "leader"
+        self._start_provider()
+        log.info("router leads: provider %s started", self.provider.type)
+
+    def fence(self) -> None:
+        """Stop delivering now (the Lease is lost: another replica may lead soon). Nothing
+        more is read, every delivery in flight is cancelled; :meth:`stop` does the rest."""
+        self._closing = True
+        self._closed.set()
+        if self._provider_task is not None:
+            self._provider_task.cancel()
+        for slot in self.slots:
+            if slot.worker is not None:
+                slot.worker.cancel()
+            for task in list(slot.in_flight):
+                task.cancel()
+        log.warning("router fenced: intake stopped, deliveries in flight cancelled")
 
     async def wait_ready(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109
         """Wait until :attr:`ready`; TimeoutError naming the provider otherwise; the
@@ -234,7 +275,18 @@ class Router:
     async def wait(self) -> None:
         """Return when the provider task ends (normally only after stop); raise its error."""
         if self._provider_task is None:
-            raise RuntimeError("router not started")
+            if not self._started:
+                raise RuntimeError("router not started")
+            # a standby: until it leads or stops
+            led = asyncio.ensure_future(self._led.wait())
+            closed = asyncio.ensure_future(self._closed.wait())
+            try:
+                await asyncio.wait({led, closed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                led.cancel()
+                closed.cancel()
+            if self._provider_task is None:
+                return
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.shield(self._provider_task)
         if self._provider_task.done() and not self._provider_task.cancelled():
@@ -575,7 +627,10 @@ class Router:
             if slot.dead_letter is not None:
                 entry["deadLetterSink"] = slot.dead_letter.address()
             entries[key] = entry
-        return {"vmware.event.router.stats": entries}
+        out: dict[str, Any] = {"vmware.event.router.stats": entries}
+        if self.election_stats is not None:
+            out["leaderElection"] = self.election_stats()
+        return out
 
     def processor_states(self) -> list[dict[str, Any]]:
         """Per processor: name, type, address, dead-letter sink, stalled (for status)."""

@@ -513,6 +513,10 @@ PROCESSORS_RULE = (
 )
 
 
+#: spec.replicas: a leader and up to two standbys (more add API load, not availability)
+MAX_REPLICAS = 3
+
+
 class RouterConfigSpec(Strict):
     """One event provider streaming to its event processors."""
 
@@ -531,6 +535,17 @@ class RouterConfigSpec(Strict):
     metricsProvider: MetricsProviderSpec | None = None
     certificates: CertificatesSpec | None = None
     checkpoint: CheckpointTuning = Field(default_factory=CheckpointTuning)
+    replicas: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_REPLICAS,
+        description=(
+            "Router pods (deployment runtime). vcenter and horizon: one leads (it holds the "
+            "RouterConfig's Lease and streams), the others wait as warm standbys and take "
+            "over within seconds when it stops renewing. webhook: every replica serves "
+            "behind the Service. The in-process runtime runs one router whatever this says."
+        ),
+    )
 
     @model_validator(mode="after")
     def _processors(self) -> RouterConfigSpec:
@@ -662,6 +677,11 @@ STATUS_SCHEMA: dict[str, Any] = {
             },
         },
         "source": {"type": "string", "description": "Where events come from."},
+        "leader": {
+            "type": "string",
+            "description": "The router pod that holds the Lease and streams (replicas > 1).",
+        },
+        "replicas": {"type": "integer", "description": "Router pods available / wanted."},
         "runtime": {"type": "string", "enum": ["deployment", "inprocess"]},
         "configHash": {"type": "string"},
         "conditions": {
@@ -700,6 +720,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
     },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Leader", "type": "string", "jsonPath": ".status.leader", "priority": 1},
 ]
 
 

@@ -213,6 +213,24 @@ async def deployment_event(
             rec.trigger((namespace, owner))
 
 
+@kopf.on.event(
+    "coordination.k8s.io", "v1", "leases", labels={"app.kubernetes.io/managed-by": MANAGED_BY}
+)
+async def lease_event(
+    meta: Mapping[str, Any], spec: Mapping[str, Any], namespace: str | None, memo: Any, **_: Any
+) -> None:
+    """A router Lease (replicas > 1): a new holder updates status.leader; renews do not."""
+    rec = _reconciler(memo)
+    if rec is None or not namespace:
+        return
+    from event_router.operator.runtimes import lease_holder
+
+    holder = lease_holder({"spec": dict(spec)})
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == KIND and str(ref.get("apiVersion", "")).startswith(f"{GROUP}/"):
+            rec.lease_changed(namespace, str(ref.get("name")), holder)
+
+
 def _target_handler(group: str, version: str, kind: str) -> Any:
     async def handler(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
         rec = _reconciler(memo)

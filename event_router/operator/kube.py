@@ -29,6 +29,8 @@ _KINDS: dict[tuple[str, str], tuple[str, str]] = {
         "rolebindings",
     ),
     ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments"),
+    ("coordination.k8s.io/v1", "Lease"): ("/apis/coordination.k8s.io/v1", "leases"),
+    ("policy/v1", "PodDisruptionBudget"): ("/apis/policy/v1", "poddisruptionbudgets"),
     ("event-router.vmware.com/v1alpha1", "RouterConfig"): (
         "/apis/event-router.vmware.com/v1alpha1",
         "routerconfigs",

@@ -148,6 +148,8 @@ class Reconciler:
         #: while kopf peering pauses this replica: no passes, triggers are only remembered
         self.paused = False
         self._deferred: set[Key] = set()
+        #: replicas > 1: the pod holding each RouterConfig's Lease, as status.leader says
+        self.leaders: dict[Key, str] = {}
 
     # --- triggers ---------------------------------------------------------------------------
 
@@ -174,6 +176,12 @@ class Reconciler:
     def target_changed(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         target = Target(api_version, kind, name, namespace)
         for key in list(self.by_target.get(target, ())):
+            self.trigger(key)
+
+    def lease_changed(self, namespace: str, owner: str, holder: str) -> None:
+        """A router Lease was written: a new holder (not a renew) updates status.leader."""
+        key = (namespace, owner)
+        if key in self.known and self.leaders.get(key) != holder:
             self.trigger(key)
 
     def resync(self) -> None:
@@ -226,6 +234,7 @@ class Reconciler:
         self._deferred.discard(key)
         self.known.discard(key)
         self.ready.pop(key, None)
+        self.leaders.pop(key, None)
         self._index(key, set(), set(), set())
         await self.runtime.remove(key)
 
@@ -483,7 +492,7 @@ class Reconciler:
                 status["configHash"] = hash_
                 try:
                     runtime_state = await self.runtime.apply(
-                        owner, rendered, config, hash_, ca_refs
+                        owner, rendered, config, hash_, ca_refs, replicas=spec.replicas
                     )
                 except ApiException as e:
                     if e.status in (None, 409, 429) or (e.status or 0) >= 500:
@@ -526,6 +535,11 @@ class Reconciler:
             conditions.append(
                 condition("Ready", runtime_state.ready, runtime_state.reason, runtime_state.message)
             )
+            if runtime_state.leader is not None:
+                status["leader"] = runtime_state.leader
+                self.leaders[(namespace, name)] = runtime_state.leader
+            if runtime_state.available is not None:
+                status["replicas"] = runtime_state.available
         await self._write_status(body, old_status, status, conditions)
 
     async def _resolve(

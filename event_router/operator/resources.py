@@ -187,7 +187,8 @@ def render_config(
     Raises :class:`~event_router.operator.secrets.CredentialsError` and
     :class:`RenderError`.
     """
-    data = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    # replicas is the operator's (how many pods), not the router's config
+    data = spec.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"replicas"})
     inline = inline_credentials(data, namespace, secrets)
     if not mount_credentials:
         data = inline
@@ -262,8 +263,9 @@ def config_hash(
     """A short hash that changes when the rendered config would: the spec, the sink and
     the resourceVersions of the referenced Secrets (not their contents, so the hash in a
     pod annotation reveals nothing about a password)."""
+    # replicas is not the router's config: scaling does not roll the pods
     doc = {
-        "spec": spec.model_dump(by_alias=True, mode="json"),
+        "spec": spec.model_dump(by_alias=True, mode="json", exclude={"replicas"}),
         "sink": sink_uri,
         "secrets": dict(sorted(secret_versions.items())),
     }
@@ -362,19 +364,60 @@ def service_account(owner: Owner) -> dict[str, Any]:
     }
 
 
-def role(owner: Owner) -> dict[str, Any]:
+def leader_elected(rendered: Mapping[str, Any], replicas: int) -> bool:
+    """Whether the router pods elect a leader: more than one replica of a polling provider
+    (vcenter, horizon; webhook replicas all serve behind the Service)."""
+    return replicas > 1 and rendered["eventProvider"]["type"] != "webhook"
+
+
+def lease_name(rc: str) -> str:
+    return router_name(rc)
+
+
+def lease(owner: Owner) -> dict[str, Any]:
+    """Created empty by the operator (the router's Role may only get and update it, by
+    name); the router pods campaign for it (event_router/leader.py)."""
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": _meta(owner, lease_name(owner.name)),
+        "spec": {},
+    }
+
+
+def role(owner: Owner, *, with_lease: bool = False) -> dict[str, Any]:
+    rules: list[dict[str, Any]] = [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": [checkpoint_configmap_name(owner.name)],
+            "verbs": ["get", "update", "patch"],
+        }
+    ]
+    if with_lease:
+        rules.append(
+            {
+                "apiGroups": ["coordination.k8s.io"],
+                "resources": ["leases"],
+                "resourceNames": [lease_name(owner.name)],
+                "verbs": ["get", "update"],
+            }
+        )
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": _meta(owner, router_name(owner.name)),
-        "rules": [
-            {
-                "apiGroups": [""],
-                "resources": ["configmaps"],
-                "resourceNames": [checkpoint_configmap_name(owner.name)],
-                "verbs": ["get", "update", "patch"],
-            }
-        ],
+        "rules": rules,
+    }
+
+
+def pod_disruption_budget(owner: Owner) -> dict[str, Any]:
+    """replicas > 1: a drain or a node upgrade evicts one router pod at a time."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(owner, router_name(owner.name)),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(owner.name)}},
     }
 
 
@@ -434,8 +477,10 @@ def deployment(
     hash_: str,
     options: RuntimeOptions,
     ca_refs: list[CARef] | None = None,
+    replicas: int = 1,
 ) -> dict[str, Any]:
     name = router_name(owner.name)
+    elected = leader_elected(rendered, replicas)
     port = metrics_port(rendered)
     mounts = credential_mounts(rendered)
     pod_labels = labels(owner.name)
@@ -467,6 +512,17 @@ def deployment(
                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
             },
         ]
+        + (
+            [
+                {"name": "EVENT_ROUTER_LEASE", "value": lease_name(owner.name)},
+                {
+                    "name": "EVENT_ROUTER_POD_NAME",
+                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+                },
+            ]
+            if elected
+            else []
+        )
         + ([{"name": CREDENTIALS_DIR_ENV, "value": CREDENTIALS_DIR}] if mounts else []),
         "ports": ports,
         "startupProbe": probe("/healthz", 2, 30),
@@ -494,13 +550,31 @@ def deployment(
             else []
         ),
     }
+    pod_spec_extra: dict[str, Any] = {}
+    if replicas > 1:
+        # one pod per node where there are nodes enough (a one-node cluster still runs them)
+        pod_spec_extra["topologySpreadConstraints"] = [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector(owner.name)},
+            }
+        ]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _meta(owner, name),
         "spec": {
-            "replicas": 1,
-            "strategy": {"type": "Recreate"},
+            "replicas": replicas,
+            # one replica: never two routers on one checkpoint (the old pod goes first).
+            # Several: a new pod starts (a standby, or a webhook server) before an old one
+            # goes; the Lease keeps one leader, a leader stopping hands the Lease over
+            "strategy": (
+                {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+                if replicas > 1
+                else {"type": "Recreate"}
+            ),
             "revisionHistoryLimit": 3,
             "selector": {"matchLabels": selector(owner.name)},
             "template": {
@@ -522,6 +596,7 @@ def deployment(
                         "fsGroup": 65532,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
+                    **pod_spec_extra,
                     "containers": [container],
                     "volumes": [
                         {
@@ -563,16 +638,20 @@ def children(
     hash_: str,
     options: RuntimeOptions,
     ca_refs: list[CARef] | None = None,
+    replicas: int = 1,
 ) -> list[dict[str, Any]]:
-    """Every owned child of the deployment runtime, in apply order."""
+    """Every owned child of the deployment runtime, in apply order (the Lease, when there
+    is one, is created beforehand: apply must not reset what the routers wrote in it)."""
     out = [
         config_configmap(owner, rendered),
         service_account(owner),
-        role(owner),
+        role(owner, with_lease=leader_elected(rendered, replicas)),
         role_binding(owner),
-        deployment(owner, rendered, hash_, options, ca_refs),
+        deployment(owner, rendered, hash_, options, ca_refs, replicas),
     ]
     svc = webhook_service(owner, rendered)
     if svc is not None:
         out.append(svc)
+    if replicas > 1:
+        out.append(pod_disruption_budget(owner))
     return out

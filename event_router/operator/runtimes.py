@@ -37,6 +37,10 @@ class RuntimeState:
     ready: bool
     reason: str
     message: str
+    #: replicas > 1: the pod holding the Lease ("" while none does)
+    leader: str | None = None
+    #: router pods available
+    available: int | None = None
 
 
 class Runtime(Protocol):
@@ -53,6 +57,7 @@ class Runtime(Protocol):
         config: RouterConfig,
         hash_: str,
         ca_refs: list[CARef] | None = None,
+        replicas: int = 1,
     ) -> RuntimeState: ...
 
     async def remove(self, key: Key) -> None: ...
@@ -71,10 +76,23 @@ class Runtime(Protocol):
 # --- deployment -------------------------------------------------------------------------------
 
 
+def lease_holder(lease_obj: dict[str, Any] | None) -> str:
+    """The pod that holds a router Lease: its identity is ``<pod>_<random>``; "" when
+    nobody holds it."""
+    holder = str(((lease_obj or {}).get("spec") or {}).get("holderIdentity") or "")
+    return holder.rsplit("_", 1)[0] if "_" in holder else holder
+
+
 def deployment_state(
-    dep: dict[str, Any] | None, hash_: str, namespace: str, name: str, rc: str = ""
+    dep: dict[str, Any] | None,
+    hash_: str,
+    namespace: str,
+    name: str,
+    rc: str = "",
+    leader: str | None = None,
 ) -> RuntimeState:
-    """Ready when the Deployment rolled out the current config hash and has an available pod."""
+    """Ready when the Deployment rolled out the current config hash and has an available pod
+    (with leader election: and a pod holds the Lease)."""
     where = f"Deployment {namespace}/{name}"
     if dep is None:
         return RuntimeState(False, False, "DeploymentMissing", f"{where} does not exist")
@@ -84,12 +102,28 @@ def deployment_state(
     if annotations.get(resources.HASH_ANNOTATION) != hash_:
         return RuntimeState(True, False, "RouterStarting", f"{where} is rolling out a new config")
     status = dep.get("status") or {}
+    wanted = int(dep.get("spec", {}).get("replicas", 1) or 1)
     generation = dep.get("metadata", {}).get("generation", 0)
     observed = status.get("observedGeneration", 0)
     updated = status.get("updatedReplicas", 0) or 0
     available = status.get("availableReplicas", 0) or 0
+    pods = f"{available}/{wanted} router pod{'s' if wanted > 1 else ''} available"
     if observed >= generation and updated >= 1 and available >= 1:
-        return RuntimeState(True, True, "RouterRunning", f"{where}: 1/1 router pod available")
+        if leader is None:
+            return RuntimeState(True, True, "RouterRunning", f"{where}: {pods}", None, available)
+        if leader:
+            return RuntimeState(
+                True, True, "RouterRunning", f"{where}: {pods}, {leader} leads", leader, available
+            )
+        return RuntimeState(
+            True,
+            False,
+            "NoLeader",
+            f"{where}: {pods}, none holds Lease {namespace}/{name} yet (a standby takes it "
+            "once the last holder's lease runs out)",
+            "",
+            available,
+        )
     for cond in status.get("conditions") or []:
         if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
             return RuntimeState(True, False, "RouterFailed", f"{where}: {cond.get('message')}")
@@ -99,8 +133,10 @@ def deployment_state(
         True,
         False,
         "RouterStarting",
-        f"{where}: {available}/1 router pod available (updated: {updated}); if it stays so: "
+        f"{where}: {pods} (updated: {updated}); if it stays so: "
         f"kubectl describe pod -n {namespace} -l {resources.LABEL_RC}={resources.label_value(rc)}",
+        leader,
+        available,
     )
 
 
@@ -126,29 +162,41 @@ class DeploymentRuntime:
         config: RouterConfig,
         hash_: str,
         ca_refs: list[CARef] | None = None,
+        replicas: int = 1,
     ) -> RuntimeState:
         key = (owner.namespace, owner.name)
         name = resources.router_name(owner.name)
-        digest = f"{owner.uid}/{hash_}/{self.options}"
+        digest = f"{owner.uid}/{hash_}/{replicas}/{self.options}"
         same = self._applied.get(key) == digest
-        if same and key not in self._stale:
-            dep = await asyncio.to_thread(
-                self.kube.get, "apps/v1", "Deployment", owner.namespace, name
+        elected = resources.leader_elected(rendered, replicas)
+        if not (same and key not in self._stale):
+            await asyncio.to_thread(
+                self._apply_all,
+                owner,
+                rendered,
+                hash_,
+                ca_refs or [],
+                logging.DEBUG if same else logging.INFO,
+                replicas,
             )
-            if dep is not None:
-                return deployment_state(dep, hash_, owner.namespace, name, owner.name)
-        await asyncio.to_thread(
-            self._apply_all,
-            owner,
-            rendered,
-            hash_,
-            ca_refs or [],
-            logging.DEBUG if same else logging.INFO,
-        )
-        self._applied[key] = digest
-        self._stale.discard(key)
+            self._applied[key] = digest
+            self._stale.discard(key)
         dep = await asyncio.to_thread(self.kube.get, "apps/v1", "Deployment", owner.namespace, name)
-        return deployment_state(dep, hash_, owner.namespace, name, owner.name)
+        if dep is None and same:
+            # deleted by hand: apply again now
+            self._applied.pop(key, None)
+            return await self.apply(owner, rendered, config, hash_, ca_refs, replicas)
+        leader: str | None = None
+        if elected:
+            lease_obj = await asyncio.to_thread(
+                self.kube.get,
+                "coordination.k8s.io/v1",
+                "Lease",
+                owner.namespace,
+                resources.lease_name(owner.name),
+            )
+            leader = lease_holder(lease_obj)
+        return deployment_state(dep, hash_, owner.namespace, name, owner.name, leader)
 
     def _apply_all(
         self,
@@ -157,24 +205,38 @@ class DeploymentRuntime:
         hash_: str,
         ca_refs: list[CARef],
         level: int = logging.INFO,
+        replicas: int = 1,
     ) -> None:
         self.kube.create_if_absent(resources.checkpoint_configmap(owner))
-        children = resources.children(owner, rendered, hash_, self.options, ca_refs)
+        if resources.leader_elected(rendered, replicas):
+            self.kube.create_if_absent(resources.lease(owner))
+        children = resources.children(owner, rendered, hash_, self.options, ca_refs, replicas)
         for obj in children:
             self.kube.apply(obj)  # server-side apply: a no-op when nothing differs
+        name = resources.router_name(owner.name)
         if not any(obj["kind"] == "Service" for obj in children):
             # no webhook (any more): its Service goes, apply never deletes
-            name = resources.router_name(owner.name)
             if self.kube.delete_owned("v1", "Service", owner.namespace, name, owner.uid):
                 log.info(
                     "%s/%s: deleted Service %s (no webhook)", owner.namespace, owner.name, name
                 )
+        if replicas == 1 and self.kube.delete_owned(
+            "policy/v1", "PodDisruptionBudget", owner.namespace, name, owner.uid
+        ):
+            log.info(
+                "%s/%s: deleted PodDisruptionBudget %s (one replica)",
+                owner.namespace,
+                owner.name,
+                name,
+            )
         log.log(
             level,
-            "%s/%s: applied router children (config hash %s)",
+            "%s/%s: applied router children (config hash %s, %d replica%s)",
             owner.namespace,
             owner.name,
             hash_,
+            replicas,
+            "s" if replicas > 1 else "",
         )
 
     def expire(self) -> None:
@@ -243,7 +305,9 @@ class InprocessRuntime:
         config: RouterConfig,
         hash_: str,
         ca_refs: list[CARef] | None = None,
+        replicas: int = 1,
     ) -> RuntimeState:
+        # replicas: one router task whatever it says (operator peering picks the replica)
         key = (owner.namespace, owner.name)
         current = self.tasks.get(key)
         if current is not None and current.hash == hash_:

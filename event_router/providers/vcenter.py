@@ -367,6 +367,29 @@ class VCenterProvider(Provider):
         )
         return saved
 
+    async def prepare(self) -> None:
+        """A standby logs in once (wrong credentials or an untrusted certificate fail it at
+        once, not at takeover), then logs out: a session idle for hours would expire."""
+        try:
+            await self._call(self._login)
+        except vim.fault.InvalidLogin as e:
+            raise VCenterStartupError(
+                f"{self.field}.auth.basicAuth: vCenter {self.address()} "
+                f"rejected the login of user {self._username!r}: {_msg(e)}"
+            ) from None
+        except ssl.SSLCertVerificationError as e:
+            raise VCenterStartupError(
+                f"{self.field}.address: the TLS certificate of {self.address()} is not "
+                f"trusted ({e.verify_message}); add its CA to certificates.rootCAs or set "
+                "insecureSSL: true"
+            ) from None
+        except Exception as e:
+            # unreachable now: the standby still waits (it retries at takeover)
+            log.warning("vcenter %s: standby login check failed: %s", self.address(), _msg(e))
+            return
+        await self._call(self._logout)
+        log.info("vcenter %s: standby: login checked", self.address())
+
     async def run(self, publisher: Publisher) -> None:
         self._store = self.checkpoint_store()
         if self._store is not None:

@@ -50,6 +50,8 @@ ALLOWED: dict[str, set[str]] = {
     "rbac.authorization.k8s.io/roles": {"get", "create", "patch"},
     "rbac.authorization.k8s.io/rolebindings": {"get", "create", "patch"},
     "apps/deployments": {"get", "list", "watch", "create", "patch"},
+    "coordination.k8s.io/leases": {"get", "list", "watch", "create", "update"},
+    "policy/poddisruptionbudgets": {"get", "create", "patch", "delete"},
     "/events": {"create"},
     "events.k8s.io/events": {"create"},
     "eventing.knative.dev/brokers": {"get", "list", "watch"},

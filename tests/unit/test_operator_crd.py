@@ -515,7 +515,7 @@ def test_crd_names_columns_and_subresources() -> None:
     version = obj["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     cols = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert cols == ["Provider", "Source", "Processor", "Sink", "Ready", "Reason", "Age"]
+    assert cols == ["Provider", "Source", "Processor", "Sink", "Ready", "Reason", "Age", "Leader"]
     assert version["additionalPrinterColumns"][3]["jsonPath"] == ".status.sinkUri"
 
 

@@ -72,7 +72,7 @@ class RecordingRuntime:
     def ca_files(self, key: Any, refs: Any, pems: Any) -> list[str]:
         return []
 
-    async def apply(self, owner: Any, rendered: dict[str, Any], *args: Any) -> Any:
+    async def apply(self, owner: Any, rendered: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         from event_router.operator.runtimes import RuntimeState
 
         self.rendered.append(rendered)
