@@ -137,25 +137,22 @@ class KubernetesLeaseStore:
         from kubernetes.client.exceptions import ApiException
 
         api = self._client()
-        try:
-            resp = api.call_api(
-                self._path(),
-                method,
-                header_params={"Accept": "application/json", "Content-Type": "application/json"},
-                body=body,
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=self.timeout,
-            )
-        except ApiException as e:
-            if e.status == 404:
-                raise LeaseMissing(
-                    f"{self.describe()} does not exist (the operator creates it)"
-                ) from None
-            if e.status == 409:
-                raise LeaseConflict(self.describe()) from None
-            raise
-        data: dict[str, Any] = json.loads(resp[0].data)
+        params = api.param_serialize(
+            method,
+            self._path(),
+            header_params={"Accept": "application/json", "Content-Type": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        resp = api.call_api(*params, _request_timeout=self.timeout)
+        resp.read()
+        if resp.status == 404:
+            raise LeaseMissing(f"{self.describe()} does not exist (the operator creates it)")
+        if resp.status == 409:
+            raise LeaseConflict(self.describe())
+        if resp.status >= 400:
+            raise ApiException(http_resp=resp)
+        data: dict[str, Any] = json.loads(resp.data)
         return data
 
     @staticmethod

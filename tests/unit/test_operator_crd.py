@@ -212,6 +212,8 @@ INVALID: list[tuple[str, list[Callable[[dict[str, Any]], None]], str]] = [
         [_set("eventProcessors", [_knative("a")])],
         "exactly one of eventProcessor or eventProcessors",
     ),
+    ("replicas-zero", [_set("replicas", 0)], "spec.replicas"),
+    ("replicas-four", [_set("replicas", 4)], "spec.replicas"),
     (
         "duplicate-processor-names",
         [_set("eventProcessor", _DELETE), _set("eventProcessors", [_knative("a"), _knative("a")])],

@@ -642,3 +642,95 @@ def test_a_secret_ref_without_a_credentials_dir_names_the_field(tmp_path: Path) 
         load_config(cfg_file, credentials_dir=str(tmp_path))
     assert e.value.errors[0].startswith("eventProvider.vcenter.auth.secretRef.name: ")
     assert "vc-creds/username not found" in e.value.errors[0]
+
+
+def _container_env(dep: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_two_vcenter_replicas_elect_a_leader_over_their_own_lease() -> None:
+    rendered = render(mount=True)
+    kids = resources.children(OWNER, rendered, "h", resources.RuntimeOptions(), replicas=2)
+    kinds = [k["kind"] for k in kids]
+    assert kinds == [
+        "ConfigMap",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "PodDisruptionBudget",
+    ]
+    role, dep, pdb = kids[2], kids[4], kids[5]
+    # the router may get and update its own Lease, by name only (never create or list)
+    assert role["rules"][1] == {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "resourceNames": ["vc-router-router"],
+        "verbs": ["get", "update"],
+    }
+    spec_ = dep["spec"]
+    assert spec_["replicas"] == 2
+    # a new pod (a standby) is up before an old one goes; the Lease keeps one leader
+    assert spec_["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    env = _container_env(dep)
+    assert env["EVENT_ROUTER_LEASE"]["value"] == "vc-router-router"
+    assert env["EVENT_ROUTER_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    (spread,) = spec_["template"]["spec"]["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["whenUnsatisfiable"] == "ScheduleAnyway"  # a one-node cluster runs both
+    assert spread["labelSelector"]["matchLabels"] == spec_["selector"]["matchLabels"]
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": spec_["selector"]}
+    lease = resources.lease(OWNER)
+    assert lease["metadata"]["name"] == "vc-router-router"
+    assert lease["metadata"]["ownerReferences"][0]["uid"] == "1234-uid"
+
+
+def test_webhook_replicas_all_serve_without_a_lease() -> None:
+    data = base_spec()
+    data["eventProvider"] = {
+        "type": "webhook",
+        "name": "hook",
+        "webhook": {"bindAddress": "0.0.0.0:8080", "path": "/webhook"},
+    }
+    data["replicas"] = 3
+    s = RouterConfigSpec.model_validate(data)
+    rendered = resources.render_config("h", "ns", s, {}, "http://x", runtime="deployment")
+    assert "replicas" not in rendered  # the operator's, not the router's config
+    kids = resources.children(OWNER, rendered, "h", resources.RuntimeOptions(), replicas=3)
+    role = next(k for k in kids if k["kind"] == "Role")
+    dep = next(k for k in kids if k["kind"] == "Deployment")
+    assert [r["resources"] for r in role["rules"]] == [["configmaps"]]
+    assert dep["spec"]["replicas"] == 3
+    assert "EVENT_ROUTER_LEASE" not in _container_env(dep)
+    assert {k["kind"] for k in kids} >= {"Service", "PodDisruptionBudget"}
+
+
+def test_one_replica_keeps_recreate_and_no_lease_and_scaling_does_not_roll() -> None:
+    dep = resources.deployment(OWNER, render(mount=True), "h", resources.RuntimeOptions())
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    assert "EVENT_ROUTER_LEASE" not in _container_env(dep)
+    assert "topologySpreadConstraints" not in dep["spec"]["template"]["spec"]
+    kids = resources.children(OWNER, render(mount=True), "h", resources.RuntimeOptions())
+    kinds = [k["kind"] for k in kids]
+    assert "PodDisruptionBudget" not in kinds
+    assert resources.config_hash(spec(replicas=2), None, {}) == resources.config_hash(
+        spec(), None, {}
+    )
+
+
+def test_deployment_state_names_the_leader_or_says_none_leads() -> None:
+    from event_router.operator.runtimes import lease_holder
+
+    dep = resources.deployment(OWNER, render(), "h1", resources.RuntimeOptions(), replicas=2)
+    dep["metadata"]["generation"] = 1
+    dep["status"] = {"observedGeneration": 1, "updatedReplicas": 2, "availableReplicas": 2}
+    holder = lease_holder({"spec": {"holderIdentity": "vc-router-router-7d9f-abcde_1a2b3c4d"}})
+    assert holder == "vc-router-router-7d9f-abcde"
+    st = deployment_state(dep, "h1", "ns", "d", leader=holder)
+    assert st.ready and st.leader == holder and st.available == 2
+    assert "2/2 router pods available" in st.message and holder in st.message
+    nobody = deployment_state(dep, "h1", "ns", "d", leader=lease_holder({"spec": {}}))
+    assert (nobody.ready, nobody.reason) == (False, "NoLeader")
