@@ -21,6 +21,7 @@ import asyncio
 import base64
 import json
 import ssl
+import time
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -61,6 +62,8 @@ class CloudEventSink:
         self.peers: list[tuple[str, int]] = []
         #: requests currently being handled (for concurrency assertions)
         self.in_flight = 0
+        #: time.monotonic() of each entry of ``events``
+        self.arrivals: list[float] = []
         self.max_in_flight = 0
         self._fail: deque[int] = deque()
         #: while set, every request is answered with this status (a sink that is down)
@@ -159,6 +162,7 @@ class CloudEventSink:
             except Exception as err:  # the SDK raises several exception types
                 return web.Response(status=400, text=f"invalid CloudEvent: {err}")
             self.events.extend(events)
+            self.arrivals.extend([time.monotonic()] * len(events))
             self._changed.set()
             return web.Response(status=202)
         finally:
