@@ -82,7 +82,7 @@ class Emitter:
 
 
 def ha_routerconfig(name: str, env: TestEnv, to: CloudEventSink) -> dict[str, Any]:
-    rc = vcenter_routerconfig(name, env, uri_of(to))
+    rc = vcenter_routerconfig(name, env, {"uri": uri_of(to)})
     rc["spec"]["replicas"] = 2
     rc["spec"]["checkpoint"] = {"periodSeconds": CHECKPOINT_PERIOD}
     return rc
