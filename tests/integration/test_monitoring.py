@@ -149,6 +149,11 @@ async def test_alert_rules_and_dashboard_queries_on_a_real_operator_s_series(
                 assert mine(rules["EventRouterDeliveryFailures"]["expr"]) == {"bad"}
                 assert mine(rules["EventRouterProviderDisconnected"]["expr"]) == set()
                 assert mine(rules["EventRouterNotReady"]["expr"]) == set()
+                # bad's sink is down (503): its delivery stalls, nothing is dropped; one
+                # replica each, so no leader alert
+                assert mine(rules["EventRouterDeliveryStalled"]["expr"]) == {"bad"}
+                assert mine(rules["EventRouterEventsDropped"]["expr"]) == set()
+                assert mine(rules["EventRouterNoLeader"]["expr"]) == set()
                 configs = prom.query(rules["EventRouterConfigsNotReady"]["expr"])
                 assert [(r["metric"]["ready"], r["value"][1]) for r in configs] == [("False", "1")]
                 # not yet: the checkpoint of bad moved at its start, less than 10 minutes ago

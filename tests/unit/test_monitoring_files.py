@@ -38,7 +38,7 @@ def test_promtool_check_rules() -> None:
         text=True,
     )
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "SUCCESS: 5 rules found" in r.stdout + r.stderr
+    assert "SUCCESS: 8 rules found" in r.stdout + r.stderr
 
 
 def test_promtool_test_rules() -> None:
@@ -60,6 +60,9 @@ def test_every_alert_has_a_runbook_and_a_severity() -> None:
         "EventRouterCheckpointNotAdvancing",
         "EventRouterNotReady",
         "EventRouterConfigsNotReady",
+        "EventRouterDeliveryStalled",
+        "EventRouterEventsDropped",
+        "EventRouterNoLeader",
     ]
     for r in rules:
         assert r["labels"]["severity"] in ("critical", "warning"), r["alert"]
@@ -88,6 +91,10 @@ def exported_names() -> set[str]:
     m.child(m.queue_depth, "sink").set(0)
     m.child(m.queue_capacity, "sink").set(1)
     m.child(m.ready).set(1)
+    m.child(m.dropped, "sink", "t").inc()
+    m.child(m.dead_lettered, "sink", "t").inc()
+    m.child(m.stalled, "sink").set(0)
+    m.child(m.leader).set(1)
     text = m.render().decode() + OperatorMetrics(lambda: None).render().decode()
     return {s.name for f in text_string_to_metric_families(text) for s in f.samples}
 
