@@ -387,7 +387,18 @@ async def test_webhook_router_pod_behind_its_service(
         with urllib.request.urlopen(req, timeout=10) as r:
             return int(r.status)
 
-    statuses = [await asyncio.to_thread(post, i) for i in range(5)]
+    # A Ready pod reaches the Service once the EndpointSlice lists it and kube-proxy has
+    # programmed it (iptables rules are synced at most once a second): wait for both. A refused
+    # connection never reached the router, so the first event is sent again until it is taken.
+    def endpoint_ready() -> bool:
+        slices = kubectl_json("get", "endpointslices", "-n", ns, "-l",
+                              f"kubernetes.io/service-name={rc}-router")["items"]  # fmt: skip
+        return any((e.get("conditions") or {}).get("ready")
+                   for s in slices for e in s.get("endpoints") or [])  # fmt: skip
+
+    await asyncio.to_thread(wait_for, endpoint_ready, 60, f"a ready endpoint of {rc}-router")
+    first = await asyncio.to_thread(wait_for, lambda: post(0), 30, f"{url} accepts connections")
+    statuses = [first] + [await asyncio.to_thread(post, i) for i in range(1, 5)]
     assert statuses == [202] * 5
     events = await sink.wait_for(5, timeout=30)
     assert sorted(e["id"] for e in events) == [f"hook-{i}" for i in range(5)]
