@@ -9,9 +9,11 @@ STAMP  := $(VENV)/.installed-stamp
 # Python files outside the package that lint also covers (hack/testenv has no .py suffix).
 LINT_EXTRA := hack/testenv hack/testenvkit
 
-.PHONY: help install tools image lint test test-unit testenv-up testenv-down testenv-status demo demo-cluster bench
+.PHONY: help deps install tools image lint test test-unit testenv-up testenv-down testenv-status demo demo-cluster bench
 
 help:
+	@echo "make deps            apt-get install the Debian packages the node, the image and promtool need"
+	@echo "                     (only the missing ones: hack/deps.sh)"
 	@echo "make install         create $(VENV) and pip install -e '.[dev]' (skipped when up to date)"
 	@echo "make test            install + build test tools + lint + the whole pytest suite (unit + integration)"
 	@echo "make test-unit       only the tests not marked integration (no control plane needed)"
@@ -25,6 +27,9 @@ help:
 	@echo "make demo-cluster    the same story with router pods on the test node (hack/demo-cluster.sh)"
 	@echo "make bench           run every bench/*.py module"
 
+deps:
+	@bash hack/deps.sh
+
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -36,7 +41,7 @@ $(STAMP): pyproject.toml
 tools:
 	bash hack/build-tools.sh all
 
-image:
+image: deps
 	bash hack/image.sh
 
 lint: install
@@ -48,7 +53,7 @@ lint: install
 # pytest exit code 5 means "no tests were collected", or (tests/conftest.py) that every
 # collected test was skipped: a failure, never a pass.
 # The integration tests run on the test node (ER_TESTENV_NODE=1): real pods of our image.
-test: install tools image lint
+test: deps install tools image lint
 	@ER_TESTENV_NODE=1 $(VENV)/bin/pytest -ra $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no test ran (none collected, or all skipped)" >&2; exit 1; fi; exit $$rc
 
@@ -57,7 +62,7 @@ test-unit: install
 	if [ $$rc -eq 5 ]; then echo "make test-unit: no test ran (none collected, or all skipped)" >&2; exit 1; fi; exit $$rc
 
 TESTENV_UP_ARGS ?= --node
-testenv-up:
+testenv-up: deps
 	$(PYTHON) hack/testenv up $(TESTENV_UP_ARGS)
 
 testenv-down:
@@ -66,10 +71,10 @@ testenv-down:
 testenv-status:
 	$(PYTHON) hack/testenv status
 
-demo-cluster: install tools image
+demo-cluster: deps install tools image
 	bash hack/demo-cluster.sh
 
-demo:
+demo: deps
 	@if [ -f hack/demo.sh ]; then bash hack/demo.sh; \
 	else echo "make demo: hack/demo.sh does not exist yet (it comes with the operator work); nothing was run" >&2; exit 1; fi
 

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
@@ -276,6 +277,23 @@ def checkpoint_store_factory(
     return factory
 
 
+def stall_reporter(router: Any, environ: Mapping[str, str] | None = None) -> Any:
+    """With ConfigMap checkpoints (the operator's Deployment): the pod's stall report in that
+    ConfigMap, which the operator turns into the ``DeliveryStalled`` condition; else None."""
+    env = os.environ if environ is None else environ
+    name = env.get(ENV_CHECKPOINT_CONFIGMAP, "").strip()
+    namespace = own_namespace(env)
+    if not name or not namespace:
+        return None
+    from event_router.leader import ENV_POD_NAME
+    from event_router.stallreport import Reporter
+
+    pod = env.get(ENV_POD_NAME, "").strip() or socket.gethostname()
+    reporter = Reporter(namespace, name, pod, router.processor_states)
+    router.stall_listener = reporter.notify
+    return reporter
+
+
 def _campaign(router: Any, elector: LeaderElector) -> asyncio.Task[None]:
     """The election task: the router leads once the Lease is ours and is fenced the moment
     it is not (then the task ends)."""
@@ -348,6 +366,8 @@ async def run_router(
                 await router.stop(timeout=min(shutdown_timeout, 5.0))
             return EXIT_FAILED
         code = EXIT_OK
+        reporter = stall_reporter(router)
+        reporting = asyncio.create_task(reporter.run(), name="stall-report") if reporter else None
         waiter = asyncio.create_task(router.wait(), name="router-wait")
         stopper = asyncio.create_task(stop_event.wait(), name="router-stop-signal")
         tasks = {waiter, stopper}
@@ -390,6 +410,13 @@ async def run_router(
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
+            if reporting is not None and reporter is not None:
+                reporting.cancel()
+                with contextlib.suppress(BaseException):
+                    await reporting
+                if reporter.reported:  # this pod delivers no more: its report goes
+                    with contextlib.suppress(Exception):
+                        await asyncio.to_thread(reporter.write, [])
         return code
     finally:
         for sig in installed:

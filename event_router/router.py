@@ -179,6 +179,8 @@ class Router:
         self._led = asyncio.Event()
         #: extra /stats entry (the leader election's view), set by the runtime
         self.election_stats: Callable[[], dict[str, Any]] | None = None
+        #: called when a processor starts or stops stalling (the pod's stall report)
+        self.stall_listener: Callable[[], None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -481,7 +483,9 @@ class Router:
                 if stalled_at is None:
                     stalled_at = time.time()
                     slot.stalled += 1
-                    slot.stalled_since = slot.stalled_since or stalled_at
+                    if slot.stalled_since is None:
+                        slot.stalled_since = stalled_at
+                        self._stall_changed()
                 delay = _stall_delay(rounds)
                 log.warning(
                     "processor %s: delivery stalled on event %s (%s) for %.0fs: %s; retrying "
@@ -502,6 +506,7 @@ class Router:
                 slot.stalled -= 1
                 if not slot.stalled:
                     slot.stalled_since = None
+                    self._stall_changed()
         if stalled_at is not None and outcome == "delivered":
             log.info(
                 "processor %s: event %s delivered after a %.1fs stall; the stream goes on",
@@ -631,6 +636,13 @@ class Router:
         if self.election_stats is not None:
             out["leaderElection"] = self.election_stats()
         return out
+
+    def _stall_changed(self) -> None:
+        if self.stall_listener is not None:
+            try:
+                self.stall_listener()
+            except Exception:
+                log.exception("the stall listener failed")
 
     def processor_states(self) -> list[dict[str, Any]]:
         """Per processor: name, type, address, dead-letter sink, stalled (for status)."""

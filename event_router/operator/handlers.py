@@ -183,11 +183,13 @@ async def secret_event(name: str, namespace: str | None, memo: Any, **_: Any) ->
 
 
 @kopf.on.event("", "v1", "configmaps")
-async def configmap_event(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    """Root CA bundles (``spec.certificates.rootCAs``): a change re-renders the config."""
+async def configmap_event(name: str, namespace: str | None, body: Any, memo: Any, **_: Any) -> None:
+    """Root CA bundles (``spec.certificates.rootCAs``): a change re-renders the config.
+    Checkpoint ConfigMaps: a router pod's stall report changes ``DeliveryStalled``."""
     rec = _reconciler(memo)
     if rec is not None and namespace is not None:
         rec.configmap_changed(namespace, name)
+        rec.checkpoint_changed(namespace, name, dict(body.get("data") or {}))
 
 
 @kopf.on.event("", "v1", "services")

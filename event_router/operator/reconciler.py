@@ -19,6 +19,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from event_router import stallreport
 from event_router.config.loader import ConfigError, parse_config
 from event_router.operator import certificates, resources
 from event_router.operator.crd import GROUP, KIND, VERSION, EventProcessorSpec, RouterConfigSpec
@@ -150,6 +151,10 @@ class Reconciler:
         self._deferred: set[Key] = set()
         #: replicas > 1: the pod holding each RouterConfig's Lease, as status.leader says
         self.leaders: dict[Key, str] = {}
+        #: (namespace, checkpoint ConfigMap) -> its RouterConfig, and the stall reports in it
+        #: (:func:`event_router.stallreport.digest`) that the last pass saw
+        self.by_checkpoint: dict[tuple[str, str], Key] = {}
+        self.stall_digests: dict[Key, str] = {}
 
     # --- triggers ---------------------------------------------------------------------------
 
@@ -171,6 +176,15 @@ class Reconciler:
 
     def configmap_changed(self, namespace: str, name: str) -> None:
         for key in list(self.by_configmap.get((namespace, name), ())):
+            self.trigger(key)
+
+    def checkpoint_changed(self, namespace: str, name: str, data: dict[str, str] | None) -> None:
+        """A router pod wrote its checkpoint ConfigMap: a new pass only when its stall
+        reports changed (checkpoints alone do not touch the status)."""
+        key = self.by_checkpoint.get((namespace, name))
+        if key is None:
+            return
+        if stallreport.digest(stallreport.from_reports(data)) != self.stall_digests.get(key):
             self.trigger(key)
 
     def target_changed(self, api_version: str, kind: str, namespace: str, name: str) -> None:
@@ -235,6 +249,8 @@ class Reconciler:
         self.known.discard(key)
         self.ready.pop(key, None)
         self.leaders.pop(key, None)
+        self.stall_digests.pop(key, None)
+        self.by_checkpoint.pop((key[0], resources.checkpoint_configmap_name(key[1])), None)
         self._index(key, set(), set(), set())
         await self.runtime.remove(key)
 
@@ -284,6 +300,8 @@ class Reconciler:
             await self._forget(key)  # the pass holds the key's lock
             return
         self.known.add(key)
+        if self.runtime.name == "deployment":  # in-process routers tell the runtime
+            self.by_checkpoint[(namespace, resources.checkpoint_configmap_name(name))] = key
         generation = int(body["metadata"].get("generation", 0))
         old_status = body.get("status") or {}
         status: dict[str, Any] = {
@@ -540,6 +558,17 @@ class Reconciler:
                 self.leaders[(namespace, name)] = runtime_state.leader
             if runtime_state.available is not None:
                 status["replicas"] = runtime_state.available
+            if runtime_state.stalled is None:
+                conditions.append(
+                    condition("DeliveryStalled", False, "NotObserved", "the router is not running")
+                )
+                conditions[-1]["status"] = "Unknown"
+            else:
+                stalled_ok, stalled_reason, stalled_msg = stallreport.summary(runtime_state.stalled)
+                conditions.append(
+                    condition("DeliveryStalled", stalled_ok, stalled_reason, stalled_msg)
+                )
+                self.stall_digests[key] = stallreport.digest(runtime_state.stalled)
         await self._write_status(body, old_status, status, conditions)
 
     async def _resolve(
@@ -580,6 +609,7 @@ class Reconciler:
             "DeadLetterSinkResolved": 2,
             "CredentialsReady": 3,
             "Deployed": 4,
+            "DeliveryStalled": 5,
         }
         conditions.sort(key=lambda c: order.get(c["type"], 9))
         status = {

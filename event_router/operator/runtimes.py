@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from event_router import stallreport
 from event_router.config.models import RouterConfig
 from event_router.operator import resources
 from event_router.operator.certificates import CARef, CAStage, deployment_paths
@@ -41,6 +43,9 @@ class RuntimeState:
     leader: str | None = None
     #: router pods available
     available: int | None = None
+    #: processors whose delivery is stalled (:mod:`event_router.stallreport` entries);
+    #: None when the router could not be asked
+    stalled: list[dict[str, Any]] | None = None
 
 
 class Runtime(Protocol):
@@ -196,7 +201,16 @@ class DeploymentRuntime:
                 resources.lease_name(owner.name),
             )
             leader = lease_holder(lease_obj)
-        return deployment_state(dep, hash_, owner.namespace, name, owner.name, leader)
+        state = deployment_state(dep, hash_, owner.namespace, name, owner.name, leader)
+        cm = await asyncio.to_thread(
+            self.kube.get,
+            "v1",
+            "ConfigMap",
+            owner.namespace,
+            resources.checkpoint_configmap_name(owner.name),
+        )
+        stalled = stallreport.from_reports((cm or {}).get("data") or {})
+        return dataclasses.replace(state, stalled=stalled)
 
     def _apply_all(
         self,
@@ -296,7 +310,10 @@ class InprocessRuntime:
         return self.cas.stage(key, pems)
 
     def _state(self, rt: _RouterTask) -> RuntimeState:
-        return RuntimeState(True, rt.ready, rt.reason, rt.message)
+        stalled = None
+        if rt.router is not None and rt.ready:
+            stalled = stallreport.stalled_processors(rt.router.processor_states())
+        return RuntimeState(True, rt.ready, rt.reason, rt.message, stalled=stalled)
 
     async def apply(
         self,
@@ -351,6 +368,7 @@ class InprocessRuntime:
                 await router.start()
                 rt.reason, rt.message = "RouterStarting", "router started; connecting the provider"
                 self.notify(key)
+                router.stall_listener = lambda: self.notify(key)  # DeliveryStalled
                 waiter = asyncio.create_task(router.wait())
                 while not waiter.done():
                     await asyncio.wait({waiter}, timeout=0.5)
