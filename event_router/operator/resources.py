@@ -511,18 +511,12 @@ def deployment(
                 "name": "EVENT_ROUTER_NAMESPACE",
                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
             },
+            {  # the Lease identity and the stall report's key
+                "name": "EVENT_ROUTER_POD_NAME",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+            },
         ]
-        + (
-            [
-                {"name": "EVENT_ROUTER_LEASE", "value": lease_name(owner.name)},
-                {
-                    "name": "EVENT_ROUTER_POD_NAME",
-                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
-                },
-            ]
-            if elected
-            else []
-        )
+        + ([{"name": "EVENT_ROUTER_LEASE", "value": lease_name(owner.name)}] if elected else [])
         + ([{"name": CREDENTIALS_DIR_ENV, "value": CREDENTIALS_DIR}] if mounts else []),
         "ports": ports,
         "startupProbe": probe("/healthz", 2, 30),

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -602,6 +603,72 @@ async def test_inprocess_end_to_end_with_restart_loses_nothing(
             assert len(sink.events) == count
 
 
+@contextlib.asynccontextmanager
+async def rendered_pod(
+    api: client.ApiClient, ns: str, rc_name: str, tmp_path: Path, testenv: Any
+) -> AsyncIterator[dict[str, Any]]:
+    """Run the pod of the Deployment the operator rendered for ``rc_name`` here, as the
+    kubelet would (its command, env, mounted config and Secrets): the real router. Yields the
+    pod's container once its readiness probe passes."""
+    name = dep_name(rc_name)
+    dep = await asyncio.to_thread(
+        wait_for,
+        lambda: get_obj(api, f"/apis/apps/v1/namespaces/{ns}/deployments/{name}"),
+        30,
+        "the Deployment",
+    )
+    pod = dep["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    # what the kubelet would mount: the config ConfigMap at /etc/event-router and the listed
+    # keys of the referenced Secrets at /etc/event-router-credentials
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    config_cm = request(
+        api, "GET", f"/api/v1/namespaces/{ns}/configmaps/{volumes['config']['configMap']['name']}"
+    )
+    mount = tmp_path / f"etc-event-router-{rc_name}"
+    mount.mkdir()
+    for key, value in config_cm["data"].items():
+        (mount / key).write_text(value)
+    creds = tmp_path / f"etc-event-router-credentials-{rc_name}"
+    for source in volumes["credentials"]["projected"]["sources"]:
+        secret = request(api, "GET", f"/api/v1/namespaces/{ns}/secrets/{source['secret']['name']}")
+        for item in source["secret"]["items"]:
+            (creds / item["path"]).parent.mkdir(parents=True, exist_ok=True)
+            (creds / item["path"]).write_bytes(base64.b64decode(secret["data"][item["key"]]))
+    cmd = [
+        str(Path(sys.executable).parent / container["command"][0]),
+        *[a.replace(resources.CONFIG_DIR, str(mount)) for a in container["command"][1:]],
+    ]
+    env = {**os.environ, "KUBECONFIG": testenv.kubeconfig}
+    for e in container["env"]:
+        # fieldRefs: metadata.namespace, metadata.name (the pod's name)
+        path = (e.get("valueFrom") or {}).get("fieldRef", {}).get("fieldPath")
+        env[e["name"]] = e.get("value") or (f"{name}-local" if path == "metadata.name" else ns)
+    env["EVENT_ROUTER_CREDENTIALS_DIR"] = str(creds)
+    log_path = tmp_path / f"router-{rc_name}.log"
+    log = log_path.open("wb")
+    router = subprocess.Popen(  # noqa: ASYNC220 - a long-running child, not awaited
+        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
+    try:
+        probe = container["readinessProbe"]["httpGet"]
+        url = f"http://127.0.0.1:{probe['port']}{probe['path']}"
+
+        def readyz() -> bool:
+            try:
+                return httpx.get(url, timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        await asyncio.to_thread(wait_for, readyz, 30, "the router's /readyz")
+        yield container
+    finally:
+        router.terminate()
+        router.wait(15)
+        log.close()
+        sys.stderr.write(log_path.read_text(errors="replace")[-3000:])
+
+
 async def test_rendered_deployment_runs_locally(
     api: client.ApiClient, namespace: str, operator: Any, tmp_path: Path, testenv: Any
 ) -> None:
@@ -619,64 +686,7 @@ async def test_rendered_deployment_runs_locally(
             }
             create_rc(api, ns, rc("pod", spec))
             operator("deployment")
-            name = dep_name("pod")
-            dep = await asyncio.to_thread(
-                wait_for,
-                lambda: get_obj(api, f"/apis/apps/v1/namespaces/{ns}/deployments/{name}"),
-                30,
-                "the Deployment",
-            )
-            pod = dep["spec"]["template"]["spec"]
-            (container,) = pod["containers"]
-            # what the kubelet would mount: the config ConfigMap at /etc/event-router and
-            # the listed keys of the referenced Secrets at /etc/event-router-credentials
-            volumes = {v["name"]: v for v in pod["volumes"]}
-            config_cm = request(
-                api,
-                "GET",
-                f"/api/v1/namespaces/{ns}/configmaps/{volumes['config']['configMap']['name']}",
-            )
-            mount = tmp_path / "etc-event-router"
-            mount.mkdir()
-            for key, value in config_cm["data"].items():
-                (mount / key).write_text(value)
-            creds = tmp_path / "etc-event-router-credentials"
-            for source in volumes["credentials"]["projected"]["sources"]:
-                secret = request(
-                    api, "GET", f"/api/v1/namespaces/{ns}/secrets/{source['secret']['name']}"
-                )
-                for item in source["secret"]["items"]:
-                    (creds / item["path"]).parent.mkdir(parents=True, exist_ok=True)
-                    (creds / item["path"]).write_bytes(
-                        base64.b64decode(secret["data"][item["key"]])
-                    )
-            cmd = [
-                str(Path(sys.executable).parent / container["command"][0]),
-                *[a.replace(resources.CONFIG_DIR, str(mount)) for a in container["command"][1:]],
-            ]
-            env = {**os.environ, "KUBECONFIG": testenv.kubeconfig}
-            for e in container["env"]:
-                env[e["name"]] = e.get("value") or ns  # fieldRef metadata.namespace
-            env["EVENT_ROUTER_CREDENTIALS_DIR"] = str(creds)
-            log = (tmp_path / "router.log").open("wb")
-            router = subprocess.Popen(  # noqa: ASYNC220 - a long-running child, not awaited
-                cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-            try:
-                probe = container["readinessProbe"]["httpGet"]["path"]
-
-                def readyz() -> bool:
-                    try:
-                        return (
-                            httpx.get(
-                                f"http://127.0.0.1:{metrics_port}{probe}", timeout=1
-                            ).status_code
-                            == 200
-                        )
-                    except httpx.HTTPError:
-                        return False
-
-                await asyncio.to_thread(wait_for, readyz, 30, "the router's /readyz")
+            async with rendered_pod(api, ns, "pod", tmp_path, testenv):
                 si = await asyncio.to_thread(sim.connect)
                 await asyncio.to_thread(post_general_events, si, 5, "pod")
                 await _wait_messages(sink, {f"pod-{i}" for i in range(5)}, 30)
@@ -688,11 +698,79 @@ async def test_rendered_deployment_runs_locally(
                     20,
                     "the router's checkpoint in its ConfigMap",
                 )
-            finally:
-                router.terminate()
-                router.wait(15)
-                log.close()
-                sys.stderr.write((tmp_path / "router.log").read_text(errors="replace")[-3000:])
+
+
+def stalled(api: client.ApiClient, ns: str, name: str, status: str) -> Any:
+    def probe() -> Any:
+        obj = get_rc(api, ns, name)
+        return obj if condition(obj, "DeliveryStalled").get("status") == status else None
+
+    return probe
+
+
+@pytest.mark.parametrize("runtime", ["inprocess", "deployment"])
+async def test_delivery_stalled_condition_while_the_sink_is_down(
+    api: client.ApiClient,
+    namespace: str,
+    operator: Any,
+    tmp_path: Path,
+    testenv: Any,
+    runtime: str,
+) -> None:
+    """A sink that is down stalls the stream: the RouterConfig says so (DeliveryStalled=True,
+    naming the processor and its sink), Ready stays True, and once the sink is back every
+    event arrives and the condition goes False. Deployment runtime: the router pod (run here
+    from the rendered Deployment) reports through its checkpoint ConfigMap."""
+    ns = namespace
+    metrics_port = free_port()
+    with VCSim() as sim:
+        async with CloudEventSink() as sink:
+            apply(api, basic_secret("vc-creds", sim.username, sim.password), ns)
+            spec = vcsim_spec(sim, sink.url)
+            spec["metricsProvider"] = {
+                "name": "m",
+                "default": {"bindAddress": f"127.0.0.1:{metrics_port}"},
+            }
+            create_rc(api, ns, rc("stall", spec))
+            operator(runtime)
+            async with contextlib.AsyncExitStack() as stack:
+                if runtime == "deployment":
+                    await stack.enter_async_context(
+                        rendered_pod(api, ns, "stall", tmp_path, testenv)
+                    )
+                else:
+                    await asyncio.to_thread(wait_for, ready(api, ns, "stall"), 40, "Ready")
+                obj = await asyncio.to_thread(
+                    wait_for, stalled(api, ns, "stall", "False"), 40, "DeliveryStalled=False"
+                )
+                assert condition(obj, "DeliveryStalled")["reason"] == "Delivering"
+                sink.down = 503
+                si = await asyncio.to_thread(sim.connect)
+                await asyncio.to_thread(post_general_events, si, 5, "stall")
+                obj = await asyncio.to_thread(
+                    wait_for, stalled(api, ns, "stall", "True"), 40, "DeliveryStalled=True"
+                )
+                cond = condition(obj, "DeliveryStalled")
+                assert cond["reason"] == "SinkUnavailable", cond
+                assert (
+                    "processor sink" in cond["message"] and sink.url.rstrip("/") in cond["message"]
+                ), cond
+                if runtime == "deployment":
+                    assert f"in pod {dep_name('stall')}-local" in cond["message"], cond
+                if runtime == "inprocess":
+                    assert condition(obj, "Ready")["status"] == "True", obj["status"]
+                sink.down = None
+                await _wait_messages(sink, {f"stall-{i}" for i in range(5)}, 60)
+                obj = await asyncio.to_thread(
+                    wait_for, stalled(api, ns, "stall", "False"), 40, "DeliveryStalled=False again"
+                )
+                if runtime == "deployment":
+                    cm = get_obj(
+                        api,
+                        f"/api/v1/namespaces/{ns}/configmaps/"
+                        f"{resources.checkpoint_configmap_name('stall')}",
+                    )
+                    assert not [k for k in cm.get("data") or {} if k.startswith("delivery.")]
 
 
 async def test_inprocess_bad_password_is_reported_then_fixed_by_the_secret(

@@ -190,6 +190,10 @@ def fast_stall(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_a_sink_that_is_down_stalls_the_stream_which_resumes_in_order() -> None:
     proc = RecordingProcessor(RouterContext(CONFIG), down=True)
     router = make_router(proc, queue_size=3)
+    changes: list[int] = []  # the stall report hears of each start and end of a stall
+    router.stall_listener = lambda: changes.append(
+        sum(s["stalled"] for s in router.processor_states())
+    )
     await router.start()
     tracker: CheckpointTracker[int] = CheckpointTracker()
     tickets = []
@@ -211,6 +215,7 @@ async def test_a_sink_that_is_down_stalls_the_stream_which_resumes_in_order() ->
     assert all(await asyncio.wait_for(asyncio.gather(*tickets), 2))
     assert proc.delivered == ["0", "1", "2", "3", "4"]
     assert router.stats()["vmware.event.router.stats"]["recording"]["stalled"] == 0
+    assert changes == [1, 0], changes  # once stalled, once recovered (not per retry round)
     await router.stop()
 
 
