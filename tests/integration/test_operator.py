@@ -652,7 +652,11 @@ async def rendered_pod(
     )
     try:
         probe = container["readinessProbe"]["httpGet"]
-        url = f"http://127.0.0.1:{probe['port']}{probe['path']}"
+        # a named port resolves to the container's port of that name, as the kubelet does
+        port = probe["port"]
+        if isinstance(port, str):
+            port = next(p["containerPort"] for p in container["ports"] if p["name"] == port)
+        url = f"http://127.0.0.1:{port}{probe['path']}"
 
         def readyz() -> bool:
             try:
