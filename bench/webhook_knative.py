@@ -10,10 +10,27 @@ events delivered to the sink / wall time); latency at a fixed rate (open-loop pa
 this machine); 8 clients opening a new connection per request for 2,000 events (every answer
 comes after delivery: ``ack: delivered``); RSS of the router (VmRSS and peak VmHWM).
 
+Then a fan-out phase (``fanout_3_*``), with a second router of its own: one webhook to
+three processors with filters, each to a knative sink process of its own (``powered``:
+Knative ``filters`` prefix on ``type``; ``prod``: an EventBridge ``pattern`` on
+``data.Vm.Name``; ``audit``: an ``any`` of two filters). The events cycle through four
+types and two VM names, so each processor takes half of them, one in eight goes nowhere
+and one in eight everywhere: 1.5 deliveries per event. ``--fanout-events`` events from
+``--clients`` concurrent clients as fast as they can (``fanout_3_events_per_s``: events
+answered 202 / wall time, and a 202 comes only once every processor that selects the event
+delivered it, ``ack: delivered``), then as many at ``--fanout-rate`` events/s, open loop
+(``fanout_3_p50_ms`` / ``fanout_3_p99_ms``: POST to its 202, i.e. until the event is at
+every sink that selects it). Each sink's count is checked against what the filters select.
+Three knative sinks rather than moto's EventBridge: moto in server mode on this machine
+took 12.6 ms per PutEvents of one entry and 131 ms per batch of ten (about 80 entries/s)
+with the rule's SQS target, 4.8 ms per batch of ten without a target, all on the same
+2 cores: a figure of moto, not of the router.
+
 Progress goes to stderr; the last stdout line is one JSON object of figures.
 
     .venv/bin/python -m bench.webhook_knative [--events 20000] [--clients 32]
         [--rate 500] [--seconds 10] [--encoding binary|structured]
+        [--fanout-events 2000] [--fanout-rate 500]
 """
 
 from __future__ import annotations
@@ -28,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -157,8 +175,21 @@ async def wait_count(session: aiohttp.ClientSession, sink: str, n: int, within: 
         await asyncio.sleep(0.02)
 
 
+#: (headers, body) of the n-th event
+Request = Callable[[int], tuple[dict[str, str], bytes]]
+
+
+def default_request(n: int) -> tuple[dict[str, str], bytes]:
+    return headers_for(n), BODY
+
+
 async def post_all(
-    session: aiohttp.ClientSession, url: str, start: int, total: int, clients: int
+    session: aiohttp.ClientSession,
+    url: str,
+    start: int,
+    total: int,
+    clients: int,
+    request: Request = default_request,
 ) -> int:
     """``clients`` concurrent posters sharing a counter; returns non-2xx count."""
     counter = iter(range(start, start + total))
@@ -167,7 +198,8 @@ async def post_all(
     async def worker() -> None:
         nonlocal errors
         for n in counter:
-            async with session.post(url, headers=headers_for(n), data=BODY) as r:
+            headers, body = request(n)
+            async with session.post(url, headers=headers, data=body) as r:
                 await r.read()
                 if r.status >= 300:
                     errors += 1
@@ -177,9 +209,16 @@ async def post_all(
 
 
 async def paced(
-    session: aiohttp.ClientSession, url: str, start: int, rate: float, seconds: float
+    session: aiohttp.ClientSession,
+    url: str,
+    start: int,
+    rate: float,
+    seconds: float,
+    request: Request = default_request,
+    answered_ms: list[float] | None = None,
 ) -> int:
-    """Open loop: one POST every 1/rate s regardless of answers; returns events accepted."""
+    """Open loop: one POST every 1/rate s regardless of answers; returns events accepted.
+    ``answered_ms`` gets each accepted POST's time to its answer."""
     total = int(rate * seconds)
     interval = 1.0 / rate
     t0 = time.monotonic()
@@ -188,10 +227,14 @@ async def paced(
 
     async def one(n: int) -> None:
         nonlocal errors
-        async with session.post(url, headers=headers_for(n), data=BODY) as r:
+        headers, body = request(n)
+        sent = time.monotonic()
+        async with session.post(url, headers=headers, data=body) as r:
             await r.read()
             if r.status >= 300:
                 errors += 1
+            elif answered_ms is not None:
+                answered_ms.append((time.monotonic() - sent) * 1000)
 
     for i in range(total):
         delay = t0 + i * interval - time.monotonic()
@@ -210,6 +253,185 @@ def pct(values: list[float], p: float) -> float:
     values = sorted(values)
     k = min(len(values) - 1, max(0, round(p / 100 * (len(values) - 1))))
     return values[k]
+
+
+# --- fan-out phase: one webhook, three processors with filters ------------------------
+
+FANOUT_TYPE = "com.vmware.event.router/"
+#: the n-th fan-out event: FANOUT_SUBJECTS[n % 4], a prod- VM when (n // 4) is even
+FANOUT_SUBJECTS = ("VmPoweredOnEvent", "VmPoweredOffEvent", "VmCreatedEvent", "VmRemovedEvent")
+FANOUT_BODIES = {
+    prod: BODY.replace(b"demo-vm-1", f"{'prod' if prod else 'dev'}-vm-1".encode())
+    for prod in (True, False)
+}
+FANOUT_PROCESSORS: list[dict[str, Any]] = [
+    {"name": "powered", "filters": [{"prefix": {"type": FANOUT_TYPE + "VmPowered"}}]},
+    {"name": "prod", "pattern": {"data": {"Vm": {"Name": [{"prefix": "prod-"}]}}}},
+    {
+        "name": "audit",
+        "filters": [
+            {
+                "any": [
+                    {"suffix": {"type": "VmCreatedEvent"}},
+                    {"exact": {"subject": "VmPoweredOffEvent"}},
+                ]
+            }
+        ],
+    },
+]
+
+
+def fanout_request(n: int) -> tuple[dict[str, str], bytes]:
+    subject = FANOUT_SUBJECTS[n % 4]
+    headers = headers_for(n)
+    headers["ce-type"] = FANOUT_TYPE + subject
+    headers["ce-subject"] = subject
+    return headers, FANOUT_BODIES[(n // 4) % 2 == 0]
+
+
+def fanout_selected(n: int) -> set[str]:
+    """Which processors take the n-th fan-out event (by hand, not by the router's code)."""
+    subject, prod = FANOUT_SUBJECTS[n % 4], (n // 4) % 2 == 0
+    chosen = set()
+    if subject.startswith("VmPowered"):
+        chosen.add("powered")
+    if prod:
+        chosen.add("prod")
+    if subject in ("VmCreatedEvent", "VmPoweredOffEvent"):
+        chosen.add("audit")
+    return chosen
+
+
+def fanout_expected(starts_totals: list[tuple[int, int]]) -> dict[str, int]:
+    counts = dict.fromkeys((p["name"] for p in FANOUT_PROCESSORS), 0)
+    for start, total in starts_totals:
+        for n in range(start, start + total):
+            for name in fanout_selected(n):
+                counts[name] += 1
+    return counts
+
+
+def fanout_config(hook_port: int, metrics_port: int, sinks: list[str], encoding: str) -> str:
+    processors = [
+        {
+            "type": "knative",
+            **spec,
+            "knative": {"destination": {"uri": sink + "/"}, "encoding": encoding},
+        }
+        for spec, sink in zip(FANOUT_PROCESSORS, sinks, strict=True)
+    ]
+    return json.dumps(
+        {
+            "apiVersion": "event-router.vmware.com/v1alpha1",
+            "kind": "RouterConfig",
+            "metadata": {"name": "bench-fanout"},
+            "eventProvider": {
+                "type": "webhook",
+                "name": "bench-webhook",
+                "webhook": {"bindAddress": f"127.0.0.1:{hook_port}", "path": "/webhook"},
+            },
+            "eventProcessors": processors,
+            "metricsProvider": {
+                "type": "default",
+                "name": "bench-metrics",
+                "default": {"bindAddress": f"127.0.0.1:{metrics_port}"},
+            },
+        }
+    )
+
+
+async def fanout_phase(args: argparse.Namespace, first_sink_port: int) -> dict[str, Any]:
+    """The fan-out figures: a router of its own, the phase's sink plus two more sinks."""
+    events, rate = args.fanout_events, args.fanout_rate
+    sink2_port, sink3_port, hook_port, metrics_port = free_ports(4)
+    sinks = [f"http://127.0.0.1:{p}" for p in (first_sink_port, sink2_port, sink3_port)]
+    hook = f"http://127.0.0.1:{hook_port}/webhook"
+    tmp = Path(tempfile.mkdtemp(prefix="bench-er-fanout-"))
+    config = tmp / "config.yaml"
+    config.write_text(fanout_config(hook_port, metrics_port, sinks, args.encoding))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    procs = [
+        subprocess.Popen(  # noqa: ASYNC220 - starting a process does not block
+            [sys.executable, "-m", "bench.webhook_knative", "--sink", str(port)], env=env
+        )
+        for port in (sink2_port, sink3_port)
+    ]
+    router_cmd = [sys.executable, "-m", "event_router.cli", "-config", str(config)]
+    router_proc = subprocess.Popen(  # noqa: ASYNC220 - starting a process does not block
+        [*router_cmd, "-log-level", "warn"], env=env, stdout=subprocess.DEVNULL
+    )
+    procs.append(router_proc)
+    try:
+        for sink in sinks:
+            await wait_http(sink + "/count")
+        await wait_http(f"http://127.0.0.1:{metrics_port}/readyz")
+        connector = aiohttp.TCPConnector(limit=args.clients)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def reset() -> list[int]:
+                counts = []
+                for sink in sinks:
+                    async with session.get(sink + "/results?reset=1") as r:
+                        counts.append(int((await r.json())["count"]))
+                return counts
+
+            await reset()  # what the earlier phases left at the first sink
+            warm = await post_all(session, hook, 0, 400, args.clients, fanout_request)
+            await asyncio.sleep(0.2)
+            await reset()
+
+            log(f"fan-out: {events} events to 3 filtered processors, {args.clients} clients")
+            cpu0 = cpu_seconds(router_proc.pid)
+            t0 = time.monotonic()
+            refused = await post_all(session, hook, 1000, events, args.clients, fanout_request)
+            elapsed = time.monotonic() - t0
+            cpu_us = (cpu_seconds(router_proc.pid) - cpu0) / events * 1e6
+            events_per_s = (events - refused) / elapsed
+            log(
+                f"fan-out: {events - refused} answered 202 in {elapsed:.2f}s = "
+                f"{events_per_s:.0f} events/s, {refused} refused, router CPU {cpu_us:.0f} "
+                "us/event"
+            )
+
+            log(f"fan-out latency: {events} events at {rate:.0f} events/s")
+            answered: list[float] = []
+            start = 30_000_000
+            seconds = (events + 0.5) / rate  # paced() sends int(rate * seconds) = events
+            accepted = await paced(session, hook, start, rate, seconds, fanout_request, answered)
+            refused += events - accepted
+            await asyncio.sleep(0.2)  # a delivery the router made twice would be here now
+            got = dict(zip((p["name"] for p in FANOUT_PROCESSORS), await reset(), strict=True))
+            rss, hwm = rss_mib(router_proc.pid)
+        want = fanout_expected([(1000, events), (start, events)])
+        if warm or refused:
+            log(f"fan-out: {warm + refused} refused: per-sink counts not checked exactly")
+        elif got != want:
+            raise RuntimeError(f"fan-out: the sinks got {got}, the filters select {want}")
+        p50, p99 = pct(answered, 50), pct(answered, 99)
+        log(f"fan-out latency: p50 {p50:.2f} ms, p99 {p99:.2f} ms, at the sinks {got}")
+        return {
+            "fanout_3_events_per_s": round(events_per_s, 1),
+            "fanout_3_p50_ms": round(p50, 2),
+            "fanout_3_p99_ms": round(p99, 2),
+            "fanout_3_refused": refused,
+            "fanout_3_events": events,
+            "fanout_3_latency_events": len(answered),
+            "fanout_3_rate": rate,
+            "fanout_3_deliveries": sum(got.values()),
+            "fanout_3_router_cpu_us_per_event": round(cpu_us, 1),
+            "fanout_3_rss_mib": round(max(rss, hwm), 1),
+            "fanout_3_destinations": "3 knative sinks",
+            "fanout_3_load_avg_1m": os.getloadavg()[0],
+        }
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 async def drive(args: argparse.Namespace) -> dict[str, Any]:
@@ -318,7 +540,7 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
                 f"p99 {pct(nc_ms, 99):.2f} ms, {nc_errors} refused"
             )
             rss_after, hwm = rss_mib(router_proc.pid)
-        return {
+        figures = {
             "new_conn_8_events_per_s": round(nc_rate, 1),
             "new_conn_8_p50_ms": round(pct(nc_ms, 50), 2),
             "new_conn_8_p99_ms": round(pct(nc_ms, 99), 2),
@@ -342,6 +564,11 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
             "encoding": args.encoding,
             "cpus": os.cpu_count(),
         }
+        if args.fanout_events > 0:
+            router_proc.terminate()  # idle now; the fan-out phase runs a router of its own
+            router_proc.wait(15)
+            figures.update(await fanout_phase(args, sink_port))
+        return figures
     finally:
         for proc in (router_proc, sink_proc):
             proc.terminate()
@@ -366,6 +593,19 @@ def main() -> None:
         type=int,
         default=1,
         help="events the knative processor may deliver at once (1 = ordered, the default)",
+    )
+    parser.add_argument(
+        "--fanout-events",
+        type=int,
+        default=2000,
+        help="events of the fan-out phase, once as fast as the clients can, once paced "
+        "(0 = no fan-out phase)",
+    )
+    parser.add_argument(
+        "--fanout-rate",
+        type=float,
+        default=500.0,
+        help="events/s of the fan-out phase's latency run",
     )
     args = parser.parse_args()
     if args.sink:
