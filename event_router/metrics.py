@@ -188,6 +188,13 @@ class RouterMetrics:
             ["processor", "type", *extra],
             registry=r,
         )
+        self.filtered = Counter(
+            "event_router_events_filtered",
+            "Events a processor's filters did not select (settled without a delivery), by "
+            "processor and event type",
+            ["processor", "type", *extra],
+            registry=r,
+        )
         self.dead_lettered = Counter(
             "event_router_events_dead_lettered",
             "Events sent to a processor's deadLetterSink after their delivery failed for good",

@@ -121,6 +121,8 @@ class ProcessorSlot:
         self.stalled_since: float | None = None
         self.dropped = 0
         self.dead_lettered = 0
+        #: events this processor's filters did not select (settled without a delivery)
+        self.filtered = 0
 
 
 class Router:
@@ -376,12 +378,19 @@ class Router:
         :class:`RouterClosed` when the router is stopping."""
         if self._closing:
             raise RouterClosed("router is shutting down")
-        slots = [s for s in self.slots if s.filter is None or s.filter(event)]
+        m = self.metrics
+        type_label = m.type_label(event.get("type"))
+        slots = []
+        for s in self.slots:
+            if s.filter is None or s.filter(event):
+                slots.append(s)
+            else:
+                s.filtered += 1
+                m.child(m.filtered, s.name, type_label).inc()
         ticket: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         entry = _Entry(event, ticket, len(slots))
         self.provider.stats.events_total += 1
-        m = self.metrics
-        m.child(m.received, self._provider_type, m.type_label(event.get("type"))).inc()
+        m.child(m.received, self._provider_type, type_label).inc()
         if not slots:
             ticket.set_result(True)
             return ticket
@@ -629,6 +638,7 @@ class Router:
                 entry["stalledSince"] = rfc3339(slot.stalled_since)
             entry["dropped"] = slot.dropped
             entry["deadLettered"] = slot.dead_lettered
+            entry["filtered"] = slot.filtered
             if slot.dead_letter is not None:
                 entry["deadLetterSink"] = slot.dead_letter.address()
             entries[key] = entry

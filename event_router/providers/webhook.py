@@ -276,6 +276,8 @@ def parse_request(headers: dict[str, str], body: bytes) -> list[CloudEvent]:
 #: past it a request gets 503 at once, before its body is read (memory stays bounded
 #: however many clients post while the processors are behind). At least maxBodyBytes.
 MAX_PENDING_BYTES = 32 * 1024 * 1024
+#: how a valid request that was answered 503 because its events were not delivered is logged
+NOT_ACKNOWLEDGED = "events not acknowledged (the client should retry)"
 
 
 class OncePerReason:
@@ -289,8 +291,8 @@ class OncePerReason:
         #: reason -> (monotonic time of the last line, repeats since)
         self._seen: dict[str, tuple[float, int]] = {}
 
-    def warn(self, reason: str, detail: str) -> bool:
-        """Log ``reason: detail`` unless ``reason`` was logged within ``interval``;
+    def warn(self, reason: str, detail: str, kind: str = "malformed request") -> bool:
+        """Log ``kind: reason: detail`` unless ``reason`` was logged within ``interval``;
         whether a line was written."""
         now = time.monotonic()
         last = self._seen.get(reason)
@@ -302,7 +304,7 @@ class OncePerReason:
         repeats = f" ({last[1]} more since the last report)" if last and last[1] else ""
         detail = " ".join(detail.split())
         detail = detail if len(detail) <= 200 else detail[:197] + "..."
-        self.logger.warning("webhook: malformed request: %s: %s%s", reason, detail, repeats)
+        self.logger.warning("webhook: %s: %s: %s%s", kind, reason, detail, repeats)
         self._seen[reason] = (now, 0)
         return True
 
@@ -522,12 +524,14 @@ class WebhookProvider(Provider):
         headers: dict[str, str] | None = None,
         *,
         reason: str | None = None,
+        kind: str = "malformed request",
     ) -> web.Response:
-        """An error answer; ``reason`` (a short fixed text) logs a malformed request."""
+        """An error answer; ``reason`` (a short fixed text) logs it as ``kind`` (by default a
+        malformed request), once per reason per minute."""
         if self._count_rejected is not None:
             self._count_rejected(self.type, status)
         if reason is not None:
-            self._once.warn(reason, f"answered {status}: {text}")
+            self._once.warn(reason, f"answered {status}: {text}", kind)
         return web.Response(status=status, text=text + "\n", headers=headers)
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -653,6 +657,7 @@ class WebhookProvider(Provider):
                     f"({FIELD}.ackTimeoutSeconds); retry later",
                     {"Retry-After": self.retry_after},
                     reason="not delivered in time",
+                    kind=NOT_ACKNOWLEDGED,
                 )
         if all(t.result() for t in tickets):
             return web.Response(status=202)
@@ -661,6 +666,7 @@ class WebhookProvider(Provider):
             "not delivered: the router stopped first; retry later",
             {"Retry-After": self.retry_after},
             reason="not delivered",
+            kind=NOT_ACKNOWLEDGED,
         )
 
     def _too_large(self, length: int | None) -> str:

@@ -408,9 +408,11 @@ async def test_each_destination_gets_exactly_what_its_filters_select(
             assert all(v["FailureCount"] == 0 for v in got.values()), (name, got)
             left = {k: procs[name][k] for k in ("queued", "stalled", "dropped", "deadLettered")}
             assert left == dict.fromkeys(left, 0), (name, left)
+            skipped = sum(1 for e in everything if name not in e.selected_by)
+            assert procs[name]["filtered"] == skipped, (name, procs[name]["filtered"])
 
         # /metrics: received by the provider; delivered per processor and type; the
-        # events a processor's filters skipped never reach it (received - settled)
+        # events a processor's filters skipped never reach it and are counted as filtered
         received = await router.samples("event_router_events_received_total")
         assert sum(v for _, v in received) == len(everything)
         assert {lab["provider"] for lab, _ in received} == {"webhook"}
@@ -425,8 +427,13 @@ async def test_each_destination_gets_exactly_what_its_filters_select(
         for name in PROCESSORS:
             selected = len(expected(everything, name))
             assert settled.get(name, 0) == selected, (name, settled)
-            filtered = len(everything) - settled.get(name, 0)
-            assert filtered == len(everything) - selected
+        filtered: dict[tuple[str, str], float] = collections.defaultdict(float)
+        for labels, value in await router.samples("event_router_events_filtered_total"):
+            filtered[labels["processor"], labels["type"]] += value
+        want_filtered = collections.Counter(
+            (name, e.type) for e in everything for name in PROCESSORS if name not in e.selected_by
+        )
+        assert dict(filtered) == dict(want_filtered)
         assert sum((await router.by_processor("event_router_events_failed_total")).values()) == 0
         assert await router.samples("event_router_requests_rejected_total") == []
         depth = await router.by_processor("event_router_queue_depth")
