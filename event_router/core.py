@@ -167,6 +167,12 @@ class Processor(abc.ABC):
     def address(self) -> str:
         """Where events go, without credentials (for /stats and logs)."""
 
+    def selects(self, event: CloudEvent) -> bool:
+        """The processor's own filter, beyond the config's ``filters``/``pattern`` (the
+        EventBridge rule's pattern): the router settles an event this rejects as filtered
+        (counted, never queued). Called at intake, so it must be cheap and not raise."""
+        return True
+
     def preflight(self) -> None:  # noqa: B027 - optional hook
         """The checks of :meth:`start` that need no network (``-validate`` runs them, so
         what it accepts, the router starts with). Raise ValueError naming the field."""

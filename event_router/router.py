@@ -382,7 +382,7 @@ class Router:
         type_label = m.type_label(event.get("type"))
         slots = []
         for s in self.slots:
-            if s.filter is None or s.filter(event):
+            if (s.filter is None or s.filter(event)) and _selects(s.processor, event):
                 slots.append(s)
             else:
                 s.filtered += 1
@@ -667,6 +667,16 @@ class Router:
             }
             for slot in self.slots
         ]
+
+
+def _selects(processor: Processor, event: CloudEvent) -> bool:
+    """``processor.selects(event)``; an error there lets the event through, so that
+    ``process`` meets it and settles it as a delivery error (never lost at intake)."""
+    try:
+        return processor.selects(event)
+    except Exception:
+        log.exception("processor %s: selects() failed; handing the event on", processor.type)
+        return True
 
 
 def build_slots(

@@ -52,6 +52,8 @@ MAX_BATCH_BYTES = 256 * 1024
 MAX_BATCH_DELAY = 1.0
 #: PutEvents calls in flight at once
 SENDERS = 2
+#: selected events whose encoding is kept for process() (more than any queue holds)
+SELECTED_CACHE = 4096
 #: per-entry error codes that will not succeed when retried
 PERMANENT_ENTRY_ERRORS = frozenset(
     {
@@ -174,6 +176,8 @@ class EventBridgeProcessor(Processor):
         self._flusher: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._closing = False
+        #: id(event) -> (event, Detail) of the events ``selects`` let through, until processed
+        self._selected: dict[int, tuple[CloudEvent, str]] = {}
 
     def address(self) -> str:
         where = self.cfg.endpoint or f"events.{self.cfg.region}"
@@ -226,23 +230,47 @@ class EventBridgeProcessor(Processor):
 
     # --- process ---------------------------------------------------------------------
 
-    async def process(self, event: CloudEvent) -> None:
-        if self.pattern is None or self._flusher is None:
-            raise DeliveryError("eventbridge processor not started")
+    def _envelope(self, event: CloudEvent) -> tuple[dict[str, Any], str]:
+        """The event as EventBridge matches it (the envelope) and its ``Detail`` text."""
         detail = to_json(event).decode()
-        detail_type = event.get("subject") or event["type"]
         envelope = {
             "version": "0",
-            "detail-type": detail_type,
+            "detail-type": event.get("subject") or event["type"],
             "source": event["source"],
             "account": self.account,
             "region": self.cfg.region,
             "resources": [],
             "detail": json.loads(detail),
         }
+        return envelope, detail
+
+    def selects(self, event: CloudEvent) -> bool:
+        """The rule's pattern, as of now, against the event's envelope: the router counts
+        the events it rejects as filtered (``event_router_events_filtered_total``) and never
+        queues them. ``process`` reuses the encoding of a selected event."""
+        if self.pattern is None:
+            return True  # not started: process() says so
+        envelope, detail = self._envelope(event)
         if not self.pattern.matches(envelope):
             self.counters["filtered"] += 1
-            return
+            return False
+        if len(self._selected) >= SELECTED_CACHE:
+            self._selected.clear()  # events never processed (a stop): recomputed if needed
+        self._selected[id(event)] = (event, detail)
+        return True
+
+    async def process(self, event: CloudEvent) -> None:
+        if self.pattern is None or self._flusher is None:
+            raise DeliveryError("eventbridge processor not started")
+        cached = self._selected.pop(id(event), None)
+        if cached is not None and cached[0] is event:
+            detail = cached[1]  # selected at intake under the rule's pattern of then
+        else:
+            envelope, detail = self._envelope(event)
+            if not self.pattern.matches(envelope):
+                self.counters["filtered"] += 1
+                return
+        detail_type = event.get("subject") or event["type"]
         request: dict[str, Any] = {
             "Source": event["source"],
             "DetailType": detail_type,

@@ -621,6 +621,15 @@ async def test_events_through_the_router_arrive_in_the_queue(aws: AWS) -> None:
     assert sorted(m["detail"]["data"]["Key"] for m in got) == list(range(1, 20, 2))
     stats = router.stats()
     assert json.dumps(stats)  # the /stats document stays JSON
+    # the 10 events the rule's pattern does not select are counted as filtered, not delivered
+    (entry,) = (v for v in stats["vmware.event.router.stats"].values() if "filtered" in v)
+    assert entry["filtered"] == 10
+    assert sum(v["SuccessCount"] for v in entry["invocations"].values()) == 10
+    metrics = router.metrics.registry
+    kind = "com.vmware.event.router/event"
+    labels = {"processor": entry["name"], "type": kind}
+    assert metrics.get_sample_value("event_router_events_filtered_total", labels) == 10
+    assert metrics.get_sample_value("event_router_events_delivered_total", labels) == 10
 
 
 # --- the local matcher agrees with moto's delivery decisions ------------------------------
