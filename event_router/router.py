@@ -228,7 +228,9 @@ class Router:
             "" if lead else " as a standby (the provider starts when it leads)",
             self.provider.type,
             self.provider.address(),
-            ", ".join(f"{s.processor.type} ({s.processor.address()})" for s in self.slots),
+            ", ".join(
+                f"{s.name}: {s.processor.type} ({s.processor.address()})" for s in self.slots
+            ),
         )
 
     def _start_provider(self) -> None:

@@ -203,7 +203,12 @@ class KnativeProcessor(Processor):
             skip_auto_headers=("User-Agent", "Content-Type"),
             headers=headers,
         )
-        log.info("knative: delivering to %s (%s encoding)", self.address(), self.cfg.encoding)
+        log.info(
+            "knative %s: delivering to %s (%s encoding)",
+            self.spec.name,
+            self.address(),
+            self.cfg.encoding,
+        )
 
     async def _follow_ref(self, ref: KReference) -> None:
         """Re-resolve ``destination.ref`` every REF_REFRESH_SECONDS: a Broker or Service
