@@ -39,8 +39,8 @@ __all__ = [
 ]
 
 #: exceptions that mean "the request did not get a response": retried
-#: (aiohttp's, and the builtins; a caller on another client adds its own: see
-#: ``transport_errors`` of :func:`send_with_retry`, so this module does not import httpx)
+#: (aiohttp's, the product's one HTTP client, and the builtins; a caller can pass others
+#: as ``transport_errors`` of :func:`send_with_retry`)
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     aiohttp.ClientError,
     TimeoutError,
@@ -49,8 +49,8 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
 
 
 class ResponseLike(Protocol):
-    """What send_with_retry needs of a response: an :class:`httpx.Response` has it, and so
-    does a small wrapper of an aiohttp response (see the knative processor)."""
+    """What send_with_retry needs of a response: an :class:`event_router.httpclient.Response`
+    has it, and so does the knative processor's wrapper of an aiohttp response."""
 
     @property
     def status_code(self) -> int: ...

@@ -254,10 +254,7 @@ def setup_logging(
     _handler = handler
     # libraries that are chatty at debug and say nothing a router user needs
     quiet = logging.INFO if levelno <= logging.DEBUG else levelno
-    for name in ("asyncio", "urllib3", "botocore", "boto3", "s3transfer", "hpack", "httpcore"):
+    for name in ("asyncio", "urllib3", "botocore", "boto3", "s3transfer", "hpack"):
         logging.getLogger(name).setLevel(max(quiet, logging.INFO))
-    # httpx logs every request at INFO: keep that for debug only
-    httpx_level = logging.DEBUG if levelno <= logging.DEBUG else logging.WARNING
-    logging.getLogger("httpx").setLevel(httpx_level)
     logging.captureWarnings(True)
     return handler

@@ -12,27 +12,33 @@ the structured CloudEvent JSON (``Content-Type: application/cloudevents+json``):
 (except 501) are retried with backoff; after the last retry the event is reported to the
 router as failed (:class:`DeliveryError`), never silently dropped. Events reach each
 function in the order the router hands them over, while different functions are invoked
-concurrently.
+concurrently. In sync mode a read timeout (:class:`ReadTimeout`) is not retried: the
+function got the event and may still be running.
+
+One pooled aiohttp session (:class:`event_router.httpclient.Client`); an ``https://``
+gateway's certificate is checked against the system CAs and ``certificates.rootCAs``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import logging
 from typing import Any
 
-import httpx
+import aiohttp
 from cloudevents.conversion import to_json
 
 from event_router.config.models import EventProcessor, OpenFaaSConfig
 from event_router.core import CloudEvent, DeliveryError, Processor, RouterContext
 from event_router.delivery import TRANSPORT_ERRORS, RetryPolicy, send_with_retry
+from event_router.httpclient import Client, Response
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OpenFaaSProcessor", "OpenFaaSSetupError", "parse_topics", "retry_status"]
+__all__ = ["OpenFaaSProcessor", "OpenFaaSSetupError", "ReadTimeout", "parse_topics", "retry_status"]
 
 FIELD = "eventProcessor.openfaas"
 CONTENT_TYPE = "application/cloudevents+json"
@@ -40,6 +46,10 @@ CONTENT_TYPE = "application/cloudevents+json"
 
 class OpenFaaSSetupError(RuntimeError):
     """The gateway cannot be used: unreachable, credentials rejected, bad answer."""
+
+
+class ReadTimeout(TimeoutError):
+    """No answer (or no more of it) within ``invoke_timeout``: the request was sent."""
 
 
 def retry_status(status: int) -> bool:
@@ -67,7 +77,7 @@ def parse_topics(functions: Any) -> dict[str, tuple[str, ...]]:
 
 
 def _not_a_read_timeout(err: BaseException) -> bool:
-    return not isinstance(err, httpx.ReadTimeout)
+    return not isinstance(err, ReadTimeout)
 
 
 class OpenFaaSProcessor(Processor):
@@ -92,7 +102,8 @@ class OpenFaaSProcessor(Processor):
             raise OpenFaaSSetupError(f"{self.field}: required when type is openfaas")
         self.cfg: OpenFaaSConfig = cfg
         self.base = cfg.address.rstrip("/")
-        self.auth: httpx.BasicAuth | None = None
+        #: the ``Authorization`` header of ``auth.basicAuth`` (None: no auth)
+        self._authorization: str | None = None
         if cfg.auth is not None:
             if cfg.auth.type != "basic_auth" or cfg.auth.basicAuth is None:
                 raise OpenFaaSSetupError(
@@ -102,7 +113,8 @@ class OpenFaaSProcessor(Processor):
                     else f"{self.field}.auth.basicAuth: required when auth.type is basic_auth"
                 )
             basic = cfg.auth.basicAuth
-            self.auth = httpx.BasicAuth(basic.username, basic.password.get_secret_value())
+            secret = f"{basic.username}:{basic.password.get_secret_value()}"
+            self._authorization = "Basic " + base64.b64encode(secret.encode()).decode()
         delivery = self.spec.delivery
         self.retry = retry or RetryPolicy.of(
             delivery, RetryPolicy(attempts=5, base_delay=0.2, max_delay=5.0)
@@ -113,7 +125,7 @@ class OpenFaaSProcessor(Processor):
         #: subject -> subscribed function names
         self.topics: dict[str, tuple[str, ...]] = {}
         self.counters: collections.Counter[str] = collections.Counter()
-        self._client: httpx.AsyncClient | None = None
+        self._client: Client | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._refresh_now = asyncio.Event()
         self._tails: dict[str, asyncio.Future[None]] = {}
@@ -128,12 +140,21 @@ class OpenFaaSProcessor(Processor):
     # --- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(
-            base_url=self.base,
-            auth=self.auth,
-            timeout=httpx.Timeout(self.invoke_timeout, connect=5.0),
-            limits=httpx.Limits(max_connections=self.max_in_flight * 4),
-            headers={"X-Connector": "event-router"},
+        headers = {"X-Connector": "event-router"}
+        if self._authorization is not None:
+            headers["Authorization"] = self._authorization
+        self._client = Client(
+            self.base,
+            ssl_context=self.context.ssl_context(False),
+            # connecting 5 s; waiting for a pooled connection, and every read, invoke_timeout
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                connect=self.invoke_timeout,
+                sock_connect=5.0,
+                sock_read=self.invoke_timeout,
+            ),
+            limit=self.max_in_flight * 4,
+            headers=headers,
         )
         try:
             await self.refresh()
@@ -160,13 +181,17 @@ class OpenFaaSProcessor(Processor):
         assert self._client is not None
         try:
             response = await self._client.get("/system/functions")
-        except httpx.HTTPError as err:
+        except TRANSPORT_ERRORS as err:
             raise OpenFaaSSetupError(
                 f"{self.field}.address: cannot reach the OpenFaaS gateway at {self.base} "
                 f"({type(err).__name__}: {err or 'no detail'})"
             ) from None
         if response.status_code in (401, 403):
-            hint = "check auth.basicAuth" if self.auth else "the gateway needs auth.basicAuth"
+            hint = (
+                "check auth.basicAuth"
+                if self._authorization
+                else "the gateway needs auth.basicAuth"
+            )
             raise OpenFaaSSetupError(
                 f"{self.field}.auth: the gateway at {self.base} rejected GET /system/functions "
                 f"with HTTP {response.status_code} ({hint})"
@@ -271,9 +296,12 @@ class OpenFaaSProcessor(Processor):
 
         last_status = 0
 
-        async def send() -> httpx.Response:
+        async def send() -> Response:
             nonlocal last_status
-            response = await client.post(path, content=body, headers=headers)
+            try:
+                response = await client.post(path, data=body, headers=headers)
+            except aiohttp.SocketTimeoutError as err:
+                raise ReadTimeout(str(err)) from err
             last_status = response.status_code
             return response
 
@@ -287,7 +315,6 @@ class OpenFaaSProcessor(Processor):
                 retry_transport=None if self.cfg.async_ else _not_a_read_timeout,
                 on_retry=self.on_retry(event_type),
                 what=f"{self.mode} invocation of {name}",
-                transport_errors=(*TRANSPORT_ERRORS, httpx.TransportError),
             )
         except DeliveryError:
             self.counters["failed"] += 1

@@ -34,12 +34,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 
 from event_router.checkpoints import Checkpoint, CheckpointStore, CheckpointTracker, FileStore
 from event_router.config.models import HorizonConfig
 from event_router.core import Provider, Publisher, RouterContext
+from event_router.delivery import TRANSPORT_ERRORS
 from event_router.events.horizon import rfc3339_millis, to_cloudevent
+from event_router.httpclient import Client, Response
 from event_router.timefmt import rfc3339
 
 __all__ = [
@@ -82,6 +84,14 @@ class HorizonTLSError(Exception):
 
 class CheckpointUnavailable(Exception):
     """The checkpoint store could not be read (e.g. the API server is down): retried."""
+
+
+#: what the provider retries with backoff (aiohttp's transport errors among them)
+_RETRIED: tuple[type[BaseException], ...] = (
+    *TRANSPORT_ERRORS,
+    HorizonAPIError,
+    CheckpointUnavailable,
+)
 
 
 # --- pure helpers -----------------------------------------------------------------------
@@ -173,7 +183,7 @@ def new_events(events: list[dict[str, Any]], cursor: Cursor) -> list[dict[str, A
     return [event for (_t, _i, event) in sorted(fresh.values(), key=lambda p: (p[0], p[1]))]
 
 
-def _error_text(response: httpx.Response) -> str:
+def _error_text(response: Response) -> str:
     """Status and Horizon's error message(s), short (bodies of data calls only)."""
     text = f"HTTP {response.status_code}"
     try:
@@ -198,7 +208,7 @@ def _error_text(response: httpx.Response) -> str:
 class HorizonSession:
     """Tokens of one Horizon REST session. Neither tokens nor the password are logged."""
 
-    def __init__(self, http: httpx.AsyncClient, domain: str, username: str, password: str) -> None:
+    def __init__(self, http: Client, domain: str, username: str, password: str) -> None:
         self.http = http
         self.domain = domain
         self.username = username
@@ -259,7 +269,7 @@ class HorizonSession:
         log.debug("horizon: access token refreshed")
         return True
 
-    async def get(self, path: str, params: Mapping[str, str | int]) -> httpx.Response:
+    async def get(self, path: str, params: Mapping[str, str | int]) -> Response:
         """GET with the access token; on 401 refresh (or log in again) and retry once."""
         if self._access is None:
             await self.login()
@@ -271,7 +281,7 @@ class HorizonSession:
             response = await self._get(path, params)
         return response
 
-    async def _get(self, path: str, params: Mapping[str, str | int]) -> httpx.Response:
+    async def _get(self, path: str, params: Mapping[str, str | int]) -> Response:
         headers = {"Authorization": f"Bearer {self._access}"}
         return await self.http.get(path, params=dict(params), headers=headers)
 
@@ -333,7 +343,7 @@ class HorizonProvider(Provider):
         self.checkpoint: Checkpoint | None = None
         self._saved: Checkpoint | None = None
         self._save_lock = asyncio.Lock()
-        self._http: httpx.AsyncClient | None = None
+        self._http: Client | None = None
         self.session: HorizonSession | None = None
         self._ever_logged_in = False
         self._closed = False
@@ -356,10 +366,14 @@ class HorizonProvider(Provider):
     # --- run --------------------------------------------------------------------------
 
     async def run(self, publisher: Publisher) -> None:
-        self._http = httpx.AsyncClient(
-            base_url=self.address(),
-            verify=self.context.ssl_context(self.cfg.insecureSSL),
-            timeout=self.request_timeout,
+        timeout = self.request_timeout
+        self._http = Client(
+            self.address(),
+            ssl_context=self.context.ssl_context(self.cfg.insecureSSL),
+            # each of connecting, waiting for a pooled connection, and every read
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
+            ),
             headers={"Accept": "application/json"},
         )
         if self.cfg.insecureSSL:
@@ -398,7 +412,7 @@ class HorizonProvider(Provider):
                 log.error("%s; retrying in %.0fs, not sooner (account lockout)", exc, wait)
                 await asyncio.sleep(wait)
                 continue
-            except (httpx.HTTPError, HorizonAPIError, CheckpointUnavailable) as exc:
+            except _RETRIED as exc:
                 tls = _cert_error(exc)
                 if tls is not None and not self._ever_logged_in:
                     raise HorizonTLSError(
@@ -687,7 +701,7 @@ class HorizonProvider(Provider):
         if self.session is not None:
             try:
                 await self.session.logout()
-            except httpx.HTTPError as exc:
+            except TRANSPORT_ERRORS as exc:
                 log.debug("horizon: logout failed: %s", _describe(exc))
         if self._http is not None:
             await self._http.aclose()
@@ -704,6 +718,8 @@ def _cert_error(exc: BaseException) -> str | None:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        if isinstance(current, aiohttp.ClientConnectorCertificateError):
+            current = current.certificate_error  # aiohttp's wrapper is one too
         if isinstance(current, ssl.SSLCertVerificationError):
             return current.verify_message or str(current)
         current = current.__cause__ or current.__context__

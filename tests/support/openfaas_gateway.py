@@ -15,13 +15,15 @@ Written from the gateway's documented HTTP API (openfaas/faas ``api-docs/spec.op
 As in OpenFaaS CE, invocations are not behind basic auth (``auth_functions=True`` puts
 them behind it too). Test controls: :meth:`deploy`/:meth:`remove` functions with a
 ``topic`` annotation, :meth:`fail_next` (per function, answers ``status`` instead of
-running), ``delay`` per function, and the record of :attr:`invocations`.
+running), ``delay`` per function, and the record of :attr:`invocations`. With an
+``ssl_context`` it serves HTTPS.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
 import time
 import uuid
 from collections import deque
@@ -59,7 +61,9 @@ class OpenFaaSGateway:
         auth: tuple[str, str] | None = None,
         auth_functions: bool = False,
         namespace: str = "openfaas-fn",
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        self.ssl_context = ssl_context
         self.auth = auth
         self.auth_functions = auth_functions
         self.namespace = namespace
@@ -132,10 +136,11 @@ class OpenFaaSGateway:
         app.router.add_post("/async-function/{name}", self._async)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{port}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -1,6 +1,6 @@
 """The horizon provider against a Horizon REST test server (tests/support/horizon_server.py).
 
-Each test runs the real provider (httpx over TCP to 127.0.0.1) with a small Publisher
+Each test runs the real provider (aiohttp over TCP to 127.0.0.1) with a small Publisher
 (tests/support/publisher.py) that collects the CloudEvents and resolves their tickets
 (True = delivered, False = not delivered, to check that checkpoints never pass an
 undelivered event).

@@ -1,5 +1,6 @@
 """A router loads only what its config uses: the heavy modules of the other providers,
-processors and runtimes (the Kubernetes client, boto3/botocore, httpx, kopf) stay unloaded.
+processors and runtimes (the Kubernetes client, boto3/botocore, kopf) stay unloaded, and no
+config loads a second HTTP client stack (httpx: aiohttp is the product's only one).
 
 Each case imports the CLI and builds the router of one config in a fresh interpreter
 (``python -c``), as ``event-router -config`` does before it starts, and lists which of the
@@ -20,7 +21,7 @@ NOT_FOR_KNATIVE = (
     "kubernetes",  # only ConfigMap checkpoints and `ref` sinks
     "boto3",  # only aws_event_bridge
     "botocore",
-    "httpx",  # no processor or provider uses a second HTTP client stack
+    "httpx",  # no processor or provider uses a second HTTP client stack (aiohttp only)
     "httpcore",
     "kopf",  # the operator only
     "requests",
@@ -47,13 +48,15 @@ KNATIVE = {
 }
 
 
-def loaded_after_building(provider: dict[str, Any]) -> set[str]:
+def loaded_after_building(
+    provider: dict[str, Any], processor: dict[str, Any] = KNATIVE
+) -> set[str]:
     config = {
         "apiVersion": "event-router.vmware.com/v1alpha1",
         "kind": "RouterConfig",
         "metadata": {"name": "footprint"},
         "eventProvider": provider,
-        "eventProcessor": KNATIVE,
+        "eventProcessor": processor,
     }
     done = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(config)],
@@ -85,18 +88,54 @@ WEBHOOK = {
 }
 
 
+HORIZON = {
+    "type": "horizon",
+    "name": "hz",
+    "horizon": {
+        "address": "https://127.0.0.1:9",
+        "checkpoint": True,
+        "checkpointDir": "/tmp",
+        "auth": {
+            "type": "active_directory",
+            "activeDirectoryAuth": {"domain": "corp", "username": "u", "password": "p"},
+        },
+    },
+}
+
+OPENFAAS = {
+    "type": "openfaas",
+    "name": "faas",
+    "openfaas": {
+        "address": "http://127.0.0.1:9",
+        "auth": {"type": "basic_auth", "basicAuth": {"username": "u", "password": "p"}},
+    },
+}
+
+NOT_VSPHERE = ("pyVmomi", "pyVim")
+
+
 @pytest.mark.parametrize(
-    ("provider", "unwanted"),
+    ("provider", "processor", "unwanted"),
     [
-        (VCENTER, NOT_FOR_KNATIVE),
-        (WEBHOOK, (*NOT_FOR_KNATIVE, "pyVmomi", "pyVim")),
+        (VCENTER, KNATIVE, NOT_FOR_KNATIVE),
+        (WEBHOOK, KNATIVE, (*NOT_FOR_KNATIVE, *NOT_VSPHERE)),
+        # the horizon provider and the openfaas processor talk HTTP with aiohttp too
+        (HORIZON, KNATIVE, (*NOT_FOR_KNATIVE, *NOT_VSPHERE)),
+        (WEBHOOK, OPENFAAS, (*NOT_FOR_KNATIVE, *NOT_VSPHERE)),
+        (HORIZON, OPENFAAS, (*NOT_FOR_KNATIVE, *NOT_VSPHERE)),
     ],
-    ids=["vcenter-knative", "webhook-knative"],
+    ids=[
+        "vcenter-knative",
+        "webhook-knative",
+        "horizon-knative",
+        "webhook-openfaas",
+        "horizon-openfaas",
+    ],
 )
 def test_router_loads_no_module_its_config_does_not_use(
-    provider: dict[str, Any], unwanted: tuple[str, ...]
+    provider: dict[str, Any], processor: dict[str, Any], unwanted: tuple[str, ...]
 ) -> None:
-    loaded = loaded_after_building(provider)
+    loaded = loaded_after_building(provider, processor)
     assert "event_router" in loaded and "aiohttp" in loaded  # the probe did build a router
     assert sorted(loaded & set(unwanted)) == []
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,6 +14,7 @@ import pytest
 from cloudevents.conversion import to_dict
 from cloudevents.http import CloudEvent
 
+from event_router.config.models import Certificates
 from event_router.core import DeliveryError, RouterContext
 from event_router.delivery import RetryPolicy
 from event_router.processors import processor_class
@@ -26,6 +29,7 @@ from tests.support.configs import webhook_context
 from tests.support.net import free_port
 from tests.support.openfaas_gateway import OpenFaaSGateway
 from tests.support.polling import wait_until
+from tests.support.tls import make_tls
 
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, jitter=0)
 
@@ -277,6 +281,55 @@ async def test_unreachable_gateway_is_a_clear_startup_error() -> None:
     proc = OpenFaaSProcessor(context(url), retry=FAST)
     with pytest.raises(OpenFaaSSetupError, match=r"openfaas.address: cannot reach the OpenFaaS"):
         await proc.start()
+
+
+async def test_https_gateway_is_trusted_through_root_cas(tmp_path: Path) -> None:
+    """certificates.rootCAs are trusted for the gateway too (as for every TLS client);
+    without them an unknown CA fails the start, naming the certificate problem."""
+    ca, server_tls = make_tls(tmp_path)
+    async with OpenFaaSGateway(ssl_context=server_tls) as gw:
+        assert gw.url.startswith("https://")
+        gw.deploy("fn", "VmPoweredOnEvent")
+        trusting = context(gw.url)
+        trusting.config.certificates = Certificates(rootCAs=[str(ca)])
+        proc = await started(trusting)
+        try:
+            await proc.process(event("VmPoweredOnEvent", 1))
+        finally:
+            await proc.close()
+        assert len(gw.calls("fn")) == 1
+        untrusting = OpenFaaSProcessor(context(gw.url), retry=FAST)
+        with pytest.raises(OpenFaaSSetupError, match=r"cannot reach .*[Cc]ertificate"):
+            await untrusting.start()
+
+
+PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+async def test_proxy_from_the_environment_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY (with credentials) is honoured: the gateway test server stands in for the
+    proxy, so a gateway host that does not resolve is reached through it."""
+    for name in PROXY_VARS:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    async with OpenFaaSGateway() as gw:
+        gw.deploy("fn", "VmPoweredOnEvent")
+        host = gw.url.split("://", 1)[1]
+        monkeypatch.setenv("HTTP_PROXY", f"http://proxy-user:proxy-pass@{host}")
+        proc = await started(context("http://gateway.openfaas.invalid:8080"))
+        try:
+            await proc.process(event("VmPoweredOnEvent", 1))
+        finally:
+            await proc.close()
+        # NO_PROXY: connected directly (and the name does not resolve)
+        monkeypatch.setenv("NO_PROXY", ".openfaas.invalid")
+        direct = OpenFaaSProcessor(context("http://gateway.openfaas.invalid:8080"), retry=FAST)
+        with pytest.raises(OpenFaaSSetupError, match="cannot reach"):
+            await direct.start()
+    (call,) = gw.calls("fn")
+    assert call.headers["host"] == "gateway.openfaas.invalid:8080"
+    credentials = base64.b64encode(b"proxy-user:proxy-pass").decode()
+    assert call.headers["proxy-authorization"] == f"Basic {credentials}"
 
 
 async def test_order_is_kept_per_function_while_functions_run_in_parallel() -> None:
