@@ -254,7 +254,7 @@ def setup_logging(
     _handler = handler
     # libraries that are chatty at debug and say nothing a router user needs
     quiet = logging.INFO if levelno <= logging.DEBUG else levelno
-    for name in ("asyncio", "urllib3", "botocore", "boto3", "s3transfer", "hpack"):
+    for name in ("asyncio", "urllib3", "botocore", "boto3", "s3transfer"):
         logging.getLogger(name).setLevel(max(quiet, logging.INFO))
     logging.captureWarnings(True)
     return handler

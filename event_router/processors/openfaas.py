@@ -184,7 +184,7 @@ class OpenFaaSProcessor(Processor):
         except TRANSPORT_ERRORS as err:
             raise OpenFaaSSetupError(
                 f"{self.field}.address: cannot reach the OpenFaaS gateway at {self.base} "
-                f"({type(err).__name__}: {err or 'no detail'})"
+                f"({type(err).__name__}: {str(err) or 'no detail'})"
             ) from None
         if response.status_code in (401, 403):
             hint = (

@@ -1,7 +1,7 @@
 """webhook -> router -> knative(uri) end to end, with a real local CloudEvents sink.
 
 Everything talks real HTTP on 127.0.0.1: an httpx client posts to the webhook provider's
-aiohttp server, the knative processor delivers with its pooled httpx client to the
+aiohttp server, the knative processor delivers with its pooled aiohttp session to the
 CloudEventSink (aiohttp), and /stats and /metrics are read from the metrics server.
 """
 
