@@ -74,7 +74,9 @@ class TimedSink(CloudEventSink):
 
     def __init__(self) -> None:
         super().__init__()
-        self.arrivals: list[float] = []
+        #: time.time() of each entry of ``events`` (the base class's ``arrivals`` are
+        #: monotonic, not comparable with vCenter's createdTime)
+        self.wall_arrivals: list[float] = []
         self.cpu: list[float] = []
         self.pid: int | None = None
 
@@ -84,7 +86,7 @@ class TimedSink(CloudEventSink):
         now = time.time()
         cpu = cpu_s(self.pid) if self.pid is not None else 0.0
         new = len(self.events) - before
-        self.arrivals.extend([now] * new)
+        self.wall_arrivals.extend([now] * new)
         self.cpu.extend([cpu] * new)
         return response
 
@@ -96,7 +98,7 @@ def bench_messages(sink: TimedSink, prefix: str) -> list[tuple[Any, float]]:
 def bench_arrivals(sink: TimedSink, prefix: str) -> list[tuple[Any, float, float]]:
     """(event, arrival time, router CPU seconds then) of the bench's events ``<prefix><i>``."""
     out = []
-    for event, at, cpu in zip(sink.events, sink.arrivals, sink.cpu, strict=False):
+    for event, at, cpu in zip(sink.events, sink.wall_arrivals, sink.cpu, strict=True):
         msg = (event.data or {}).get("Message") or ""
         if event["subject"] == "GeneralUserEvent" and msg.startswith(prefix):
             out.append((event, at, cpu))
