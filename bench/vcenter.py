@@ -22,6 +22,9 @@ Progress goes to stderr; the last stdout line is one JSON object with at least
 
     .venv/bin/python -m bench.vcenter [--backlog 1000] [--rate 20] [--duration 60]
         [--idle 10] [--burst 1000]
+
+``BENCH_PROFILE=/tmp/vc.prof`` runs the router under cProfile (its event loop thread only: the
+pyVmomi calls run in a worker thread) and writes the profile there when it stops.
 """
 
 from __future__ import annotations
@@ -149,8 +152,12 @@ def post_burst(sim: VCSim, prefix: str, count: int, threads: int = 4) -> float:
 
 
 def start_router(config: Path, log: Any) -> subprocess.Popen[bytes]:
+    profile = os.environ.get("BENCH_PROFILE")  # a path: cProfile the router's event loop
+    router = [str(EVENT_ROUTER)]
+    if profile:
+        router = [sys.executable, "-m", "cProfile", "-o", profile, "-m", "event_router.cli"]
     return subprocess.Popen(
-        [str(EVENT_ROUTER), "-config", str(config), "-log-level", "warn"],
+        [*router, "-config", str(config), "-log-level", "warn"],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
