@@ -9,8 +9,9 @@
   ``structured`` (one ``application/cloudevents+json`` document).
 * ``insecureSSL`` skips certificate checks; ``certificates.rootCAs`` are trusted.
 * ``auth``: optional ``basic_auth`` (the original ignored it; we send it).
-* One pooled keep-alive aiohttp client session (aiohttp: several times less CPU per request
-  than httpx on the hot path); retries per :mod:`event_router.delivery`.
+* One pooled keep-alive aiohttp client session; retries per :mod:`event_router.delivery`.
+* A proxy from the environment (``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``, except the
+  hosts in ``NO_PROXY``; ``http://`` proxies only), as the original router's Go client did.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -28,6 +28,7 @@ from event_router import cebinding
 from event_router.config.models import EventProcessor, KnativeConfig, KReference, URIObject
 from event_router.core import DeliveryError, Processor, RouterContext
 from event_router.delivery import RetryPolicy, default_retry_status, send_with_retry
+from event_router.httpclient import Response, env_proxy
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,8 @@ class KnativeProcessor(Processor):
         self.retry = retry or RetryPolicy.of(self.spec.delivery)
         self.timeout = self.spec.delivery.timeout_seconds if timeout is None else timeout
         self._url: str | None = None
+        #: the proxy the environment names for ``_url`` (None: connect directly)
+        self._proxy: str | None = None
         self._session: aiohttp.ClientSession | None = None
         self._ref_task: asyncio.Task[None] | None = None
         self._structured = cfg.encoding == "structured"
@@ -183,6 +186,9 @@ class KnativeProcessor(Processor):
             self._ref_task = asyncio.create_task(self._follow_ref(ref), name="knative-ref")
         else:
             self._url = destination_url(self.cfg, self.destination_field)
+        # a proxy from the environment, as the original router (Go's default transport) and
+        # our horizon/openfaas clients use: HTTP(S)_PROXY, ALL_PROXY, except NO_PROXY hosts
+        self._proxy = env_proxy(self._url)
         headers = {"User-Agent": "event-router"}
         if self.cfg.auth is not None:
             a = self.cfg.auth
@@ -197,7 +203,7 @@ class KnativeProcessor(Processor):
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=16, ssl=ssl_ctx, keepalive_timeout=30),
             timeout=aiohttp.ClientTimeout(total=self.timeout),
-            trust_env=False,
+            trust_env=False,  # the proxy is passed per request (no .netrc read)
             # no Content-Type of aiohttp's own (application/octet-stream) when the event has
             # no datacontenttype: binary mode maps only datacontenttype to it
             skip_auto_headers=("User-Agent", "Content-Type"),
@@ -224,10 +230,10 @@ class KnativeProcessor(Processor):
                 continue
             if url != self._url:
                 log.info("knative: destination.ref now resolves to %s (was %s)", url, self._url)
-                self._url = url
+                self._url, self._proxy = url, env_proxy(url)
 
     async def process(self, event: CloudEvent) -> None:
-        session, url = self._session, self._url
+        session, url, proxy = self._session, self._url, self._proxy
         if session is None or url is None:
             raise DeliveryError("knative processor not started")
         try:
@@ -238,11 +244,11 @@ class KnativeProcessor(Processor):
                 f"encoding: {err}"
             ) from None
 
-        async def send() -> _Response:
+        async def send() -> Response:
             async with session.post(
-                url, headers=headers, data=body, allow_redirects=False
+                url, headers=headers, data=body, allow_redirects=False, proxy=proxy
             ) as response:
-                return _Response(response.status, response.headers, await response.read())
+                return Response(response.status, response.headers, await response.read())
 
         await send_with_retry(
             send,
@@ -259,18 +265,3 @@ class KnativeProcessor(Processor):
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-class _Response:
-    """The parts of an aiohttp response that send_with_retry looks at."""
-
-    __slots__ = ("_body", "headers", "status_code")
-
-    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
-        self.status_code = status
-        self.headers = headers
-        self._body = body
-
-    @property
-    def text(self) -> str:
-        return self._body.decode("utf-8", "replace")
