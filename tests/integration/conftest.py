@@ -186,3 +186,12 @@ def namespace(k8s_client: client.ApiClient, request: pytest.FixtureRequest) -> I
         except client.ApiException as e:
             if e.status != 404:
                 raise
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    """A moto server (127.0.0.1, ephemeral port) shared by one test module."""
+    from tests.support.moto import moto_server  # moto is heavy: only for modules that use it
+
+    with moto_server() as url:
+        yield url

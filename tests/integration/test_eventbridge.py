@@ -14,7 +14,7 @@ import collections
 import json
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -23,7 +23,6 @@ import pytest
 from aiohttp import ClientSession, web
 from cloudevents.conversion import to_dict
 from cloudevents.http import CloudEvent
-from moto.server import ThreadedMotoServer
 
 from event_router.core import DeliveryError, RouterContext
 from event_router.delivery import RetryPolicy
@@ -37,70 +36,11 @@ from event_router.processors.eventbridge import (
 )
 from event_router.router import Router
 from tests.support.configs import webhook_context
+from tests.support.moto import AWS, KEYS, REGION
 from tests.support.net import free_port
 from tests.support.polling import wait_until
 
-REGION = "us-west-1"
 ACCOUNT = "123456789012"
-KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
-class AWS:
-    """Test-side setup through moto's HTTP API: bus, rule, SQS target."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.events = boto3.client("events", region_name=REGION, endpoint_url=url, **KEYS)
-        self.sqs = boto3.client("sqs", region_name=REGION, endpoint_url=url, **KEYS)
-        self.bus = f"bus-{uuid.uuid4().hex[:8]}"
-        self.events.create_event_bus(Name=self.bus)
-        self.queue_url = self.sqs.create_queue(QueueName=f"q-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-        self.queue_arn = self.sqs.get_queue_attributes(
-            QueueUrl=self.queue_url, AttributeNames=["QueueArn"]
-        )["Attributes"]["QueueArn"]
-
-    def put_rule(self, name: str, pattern: dict[str, Any] | None) -> str:
-        kwargs: dict[str, Any] = {"Name": name, "EventBusName": self.bus}
-        if pattern is None:
-            kwargs["ScheduleExpression"] = "rate(5 minutes)"
-        else:
-            kwargs["EventPattern"] = json.dumps(pattern)
-        arn: str = self.events.put_rule(**kwargs)["RuleArn"]
-        self.events.put_targets(
-            Rule=name, EventBusName=self.bus, Targets=[{"Id": "q", "Arn": self.queue_arn}]
-        )
-        return arn
-
-    async def received(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:  # noqa: ASYNC109
-        """Read until ``count`` messages arrived (or ``timeout``); return their bodies."""
-        got: list[dict[str, Any]] = []
-        deadline = asyncio.get_running_loop().time() + timeout
-        while asyncio.get_running_loop().time() < deadline:
-            resp = await asyncio.to_thread(
-                self.sqs.receive_message, QueueUrl=self.queue_url, MaxNumberOfMessages=10
-            )
-            for msg in resp.get("Messages", []):
-                got.append(json.loads(msg["Body"]))
-                await asyncio.to_thread(
-                    self.sqs.delete_message,
-                    QueueUrl=self.queue_url,
-                    ReceiptHandle=msg["ReceiptHandle"],
-                )
-            if len(got) >= count:
-                break
-            await asyncio.sleep(0.05)
-        return got
 
 
 @pytest.fixture

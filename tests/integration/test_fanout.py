@@ -27,19 +27,17 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 import yaml
-from moto.server import ThreadedMotoServer
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.moto import AWS, REGION
 from tests.support.net import free_ports
 from tests.support.polling import wait_until
 from tests.support.sink import CloudEventSink
@@ -47,7 +45,6 @@ from tests.support.sink import CloudEventSink
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 EVENT_ROUTER = Path(sys.executable).parent / "event-router"
-REGION = "us-west-1"
 T = "com.vmware.event.router/"
 #: the webhook's ackTimeoutSeconds in these tests (the default is 30 s)
 ACK_TIMEOUT = 3.0
@@ -57,69 +54,21 @@ PROCESSORS = ("powered", "prod", "audit")
 # --- moto: bus, rule, SQS target ---------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
-class AuditBus:
+class AuditBus(AWS):
     """A bus of its own, a rule that takes every CloudEvent 1.0, an SQS queue as its target."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        events = boto3.client(
-            "events",
-            region_name=REGION,
-            endpoint_url=url,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        self.sqs = boto3.client(
-            "sqs",
-            region_name=REGION,
-            endpoint_url=url,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        self.bus = f"audit-{uuid.uuid4().hex[:8]}"
-        events.create_event_bus(Name=self.bus)
-        self.queue_url = self.sqs.create_queue(QueueName=f"q-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-        queue_arn = self.sqs.get_queue_attributes(
-            QueueUrl=self.queue_url, AttributeNames=["QueueArn"]
-        )["Attributes"]["QueueArn"]
+        super().__init__(url)
         # the processor's filters decide; the rule passes every CloudEvent on
-        self.rule_arn: str = events.put_rule(
-            Name="everything",
-            EventBusName=self.bus,
-            EventPattern=json.dumps({"detail": {"specversion": ["1.0"]}}),
-        )["RuleArn"]
-        events.put_targets(
-            Rule="everything", EventBusName=self.bus, Targets=[{"Id": "q", "Arn": queue_arn}]
-        )
+        self.rule_arn = self.put_rule("everything", {"detail": {"specversion": ["1.0"]}})
         #: CloudEvent ids that arrived in the queue, in order of reading
         self.ids: list[str] = []
 
-    def _drain(self) -> int:
-        got = 0
-        while True:
-            resp = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10)
-            messages = resp.get("Messages", [])
-            if not messages:
-                return got
-            for msg in messages:
-                self.ids.append(json.loads(msg["Body"])["detail"]["id"])
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=msg["ReceiptHandle"])
-                got += 1
-
     async def drain(self) -> int:
         """Read (and delete) what is in the queue now; how many messages that was."""
-        return await asyncio.to_thread(self._drain)
+        got = await self.waiting()
+        self.ids += [body["detail"]["id"] for body in got]
+        return len(got)
 
 
 @pytest.fixture
