@@ -255,6 +255,47 @@ def pct(values: list[float], p: float) -> float:
     return values[k]
 
 
+def router_config(name: str, hook_port: int, metrics_port: int, **processors: Any) -> str:
+    """A webhook router's config (JSON, which is YAML) with metrics on ``metrics_port``;
+    ``processors`` is ``eventProcessor={...}`` or ``eventProcessors=[...]``."""
+    return json.dumps(
+        {
+            "apiVersion": "event-router.vmware.com/v1alpha1",
+            "kind": "RouterConfig",
+            "metadata": {"name": name},
+            "eventProvider": {
+                "type": "webhook",
+                "name": "bench-webhook",
+                "webhook": {"bindAddress": f"127.0.0.1:{hook_port}", "path": "/webhook"},
+            },
+            **processors,
+            "metricsProvider": {
+                "type": "default",
+                "name": "bench-metrics",
+                "default": {"bindAddress": f"127.0.0.1:{metrics_port}"},
+            },
+        }
+    )
+
+
+def start_sink(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A sink process of this module (``--sink PORT``)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.webhook_knative", "--sink", str(port)], env=env
+    )
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each process, then wait up to 15 s for each; kill what is still running."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 # --- fan-out phase: one webhook, three processors with filters ------------------------
 
 FANOUT_TYPE = "com.vmware.event.router/"
@@ -320,24 +361,7 @@ def fanout_config(hook_port: int, metrics_port: int, sinks: list[str], encoding:
         }
         for spec, sink in zip(FANOUT_PROCESSORS, sinks, strict=True)
     ]
-    return json.dumps(
-        {
-            "apiVersion": "event-router.vmware.com/v1alpha1",
-            "kind": "RouterConfig",
-            "metadata": {"name": "bench-fanout"},
-            "eventProvider": {
-                "type": "webhook",
-                "name": "bench-webhook",
-                "webhook": {"bindAddress": f"127.0.0.1:{hook_port}", "path": "/webhook"},
-            },
-            "eventProcessors": processors,
-            "metricsProvider": {
-                "type": "default",
-                "name": "bench-metrics",
-                "default": {"bindAddress": f"127.0.0.1:{metrics_port}"},
-            },
-        }
-    )
+    return router_config("bench-fanout", hook_port, metrics_port, eventProcessors=processors)
 
 
 async def fanout_phase(args: argparse.Namespace, first_sink_port: int) -> dict[str, Any]:
@@ -350,12 +374,7 @@ async def fanout_phase(args: argparse.Namespace, first_sink_port: int) -> dict[s
     config = tmp / "config.yaml"
     config.write_text(fanout_config(hook_port, metrics_port, sinks, args.encoding))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    procs = [
-        subprocess.Popen(  # noqa: ASYNC220 - starting a process does not block
-            [sys.executable, "-m", "bench.webhook_knative", "--sink", str(port)], env=env
-        )
-        for port in (sink2_port, sink3_port)
-    ]
+    procs = [start_sink(port, env) for port in (sink2_port, sink3_port)]
     router_cmd = [sys.executable, "-m", "event_router.cli", "-config", str(config)]
     router_proc = subprocess.Popen(  # noqa: ASYNC220 - starting a process does not block
         [*router_cmd, "-log-level", "warn"], env=env, stdout=subprocess.DEVNULL
@@ -424,13 +443,7 @@ async def fanout_phase(args: argparse.Namespace, first_sink_port: int) -> dict[s
             "fanout_3_load_avg_1m": os.getloadavg()[0],
         }
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -441,33 +454,19 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-er-"))
     config = tmp / "config.yaml"
     config.write_text(
-        json.dumps(
-            {
-                "apiVersion": "event-router.vmware.com/v1alpha1",
-                "kind": "RouterConfig",
-                "metadata": {"name": "bench"},
-                "eventProvider": {
-                    "type": "webhook",
-                    "name": "bench-webhook",
-                    "webhook": {"bindAddress": f"127.0.0.1:{hook_port}", "path": "/webhook"},
-                },
-                "eventProcessor": {
-                    "type": "knative",
-                    "name": "bench-sink",
-                    "knative": {"destination": {"uri": sink + "/"}, "encoding": args.encoding},
-                },
-                "metricsProvider": {
-                    "type": "default",
-                    "name": "bench-metrics",
-                    "default": {"bindAddress": f"127.0.0.1:{metrics_port}"},
-                },
-            }
+        router_config(
+            "bench",
+            hook_port,
+            metrics_port,
+            eventProcessor={
+                "type": "knative",
+                "name": "bench-sink",
+                "knative": {"destination": {"uri": sink + "/"}, "encoding": args.encoding},
+            },
         )
     )
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    sink_proc = subprocess.Popen(  # noqa: ASYNC220 - starting a process does not block
-        [sys.executable, "-m", "bench.webhook_knative", "--sink", str(sink_port)], env=env
-    )
+    sink_proc = start_sink(sink_port, env)
     profile = os.environ.get("BENCH_PROFILE")  # a path: cProfile the router into it
     python = [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else [])]
     if args.max_in_flight == 1:
@@ -570,13 +569,7 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
             figures.update(await fanout_phase(args, sink_port))
         return figures
     finally:
-        for proc in (router_proc, sink_proc):
-            proc.terminate()
-        for proc in (router_proc, sink_proc):
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all([router_proc, sink_proc])
         shutil.rmtree(tmp, ignore_errors=True)
 
 
