@@ -1,7 +1,7 @@
 """Delivery with retries: exponential backoff with jitter, ``Retry-After`` honoured.
 
 Delivered: a 2xx answer only. Retried: transport errors (connect, read, write, timeouts,
-protocol: ``transport_errors``), and the statuses for which ``retry_status`` answers True (by
+protocol: :data:`TRANSPORT_ERRORS`), and the statuses for which ``retry_status`` answers True (by
 default 408, 429 and 5xx). Any other status (a 3xx redirect, which is not followed, or another
 4xx) is not retried. After the last attempt, or on a non-retryable status,
 :class:`~event_router.core.DeliveryError` is raised.
@@ -39,8 +39,7 @@ __all__ = [
 ]
 
 #: exceptions that mean "the request did not get a response": retried
-#: (aiohttp's, the product's one HTTP client, and the builtins; a caller can pass others
-#: as ``transport_errors`` of :func:`send_with_retry`)
+#: (aiohttp's, the product's one HTTP client, and the builtins)
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     aiohttp.ClientError,
     TimeoutError,
@@ -49,8 +48,8 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
 
 
 class ResponseLike(Protocol):
-    """What send_with_retry needs of a response: an :class:`event_router.httpclient.Response`
-    has it, and so does the knative processor's wrapper of an aiohttp response."""
+    """What send_with_retry needs of a response (:class:`event_router.httpclient.Response`
+    has it)."""
 
     @property
     def status_code(self) -> int: ...
@@ -159,7 +158,6 @@ async def send_with_retry(
     retry_transport: Callable[[BaseException], bool] | None = None,
     on_retry: RetryHook | None = None,
     what: str = "delivery",
-    transport_errors: tuple[type[BaseException], ...] = TRANSPORT_ERRORS,
 ) -> R:
     """Call ``send`` until it returns a 2xx response or retries are exhausted.
 
@@ -173,7 +171,7 @@ async def send_with_retry(
         delay: float | None = None
         try:
             response = await send()
-        except transport_errors as err:
+        except TRANSPORT_ERRORS as err:
             if _is_certificate_error(err):
                 raise DeliveryError(
                     f"{what} failed: the server's TLS certificate is not trusted ({err}); "
