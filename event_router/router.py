@@ -84,6 +84,26 @@ class _Entry:
         self.accepted = time.perf_counter()
 
 
+def _with_selects(filter: EventFilter | None, processor: Processor) -> EventFilter | None:
+    """``filter`` and then ``processor.selects`` as one filter; ``filter`` itself for a
+    processor without a filter of its own (no call per event). An error in ``selects`` lets
+    the event through, so that ``process`` meets it and settles it as a delivery error
+    (never lost at intake)."""
+    if type(processor).selects is Processor.selects:
+        return filter
+
+    def selected(event: CloudEvent) -> bool:
+        if filter is not None and not filter(event):
+            return False
+        try:
+            return processor.selects(event)
+        except Exception:
+            log.exception("processor %s: selects() failed; handing the event on", processor.type)
+            return True
+
+    return selected
+
+
 class ProcessorSlot:
     """One processor with its queue, filter and statistics."""
 
@@ -106,7 +126,9 @@ class ProcessorSlot:
         self.max_in_flight = limit
         self.processor = processor
         self.name = name or processor.type
-        self.filter = filter
+        #: which events this slot takes: ``filter`` (the config's ``filters``/``pattern``),
+        #: then the processor's own :meth:`~event_router.core.Processor.selects`
+        self.filter = _with_selects(filter, processor)
         self.queue_size = queue_size
         self.queue: asyncio.Queue[_Entry] = asyncio.Queue(queue_size)
         self.stats = InvocationStats(processor.type, processor.address(), time.time())
@@ -384,7 +406,7 @@ class Router:
         type_label = m.type_label(event.get("type"))
         slots = []
         for s in self.slots:
-            if (s.filter is None or s.filter(event)) and _selects(s.processor, event):
+            if s.filter is None or s.filter(event):
                 slots.append(s)
             else:
                 s.filtered += 1
@@ -669,16 +691,6 @@ class Router:
             }
             for slot in self.slots
         ]
-
-
-def _selects(processor: Processor, event: CloudEvent) -> bool:
-    """``processor.selects(event)``; an error there lets the event through, so that
-    ``process`` meets it and settles it as a delivery error (never lost at intake)."""
-    try:
-        return processor.selects(event)
-    except Exception:
-        log.exception("processor %s: selects() failed; handing the event on", processor.type)
-        return True
 
 
 def build_slots(
