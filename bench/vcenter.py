@@ -9,9 +9,11 @@ Phases (the router is a separate process, as in production):
    (default 20) for ``--duration`` s (default 60); event-to-sink latency = sink arrival
    time - the event's ``createdTime`` (vcsim runs on this machine's clock): p50, p99, max;
    and the router's CPU per event from the first post to the last arrival.
-3. burst: after ``--idle`` s, ``--burst`` events (default 1,000) posted at once (4 threads,
+3. busy: ``--busy-rate`` events/s (default 100) for ``--busy-duration`` s (default 20), the
+   same figures (``live_<rate>_*``): the batch window's reads carry more events per call.
+4. burst: after ``--idle`` s, ``--burst`` events (default 1,000) posted at once (4 threads,
    as fast as vcsim takes them): how many never arrived, arrived twice, or out of key order.
-4. the router process's RSS (VmRSS and peak VmHWM from /proc) after all phases, and its
+5. the router process's RSS (VmRSS and peak VmHWM from /proc) after all phases, and its
    peak after the drain.
 
 CPU is the router process's utime + stime from /proc/<pid>/stat (10 ms ticks).
@@ -21,7 +23,9 @@ Progress goes to stderr; the last stdout line is one JSON object with at least
 ``drain_cpu_ms_per_event``, ``live_p50_s``, ``live_p99_s``, ``burst_1000_missing``.
 
     .venv/bin/python -m bench.vcenter [--backlog 1000] [--rate 20] [--duration 60]
-        [--idle 10] [--burst 1000]
+        [--idle 10] [--burst 1000] [--busy-rate 100] [--busy-duration 20]
+        [--batch-window SECONDS]   # eventProvider.vcenter.batchWindowSeconds (default: the
+                                   # config's default)
 
 ``BENCH_PROFILE=/tmp/vc.prof`` runs the router under cProfile (its event loop thread only: the
 pyVmomi calls run in a worker thread) and writes the profile there when it stops.
@@ -51,6 +55,7 @@ from aiohttp import web
 from pyVmomi import vim
 
 from bench._common import log, rss_mib
+from event_router.config.models import VCenterConfig
 from tests.support.sink import CloudEventSink
 from tests.support.vcsim import VCSim
 
@@ -179,6 +184,33 @@ async def wait_count(sink: TimedSink, prefix: str, count: int, timeout: float) -
         await asyncio.sleep(0.05)
 
 
+async def live_phase(
+    sink: TimedSink, si: Any, pid: int, prefix: str, rate: float, duration: float
+) -> dict[str, float]:
+    """``rate`` events/s for ``duration`` s: event-to-sink latency and router CPU per event
+    (from the first post to the last arrival)."""
+    total = int(rate * duration)
+    say(f"live: {total} events at {rate:g}/s for {duration:g}s")
+    cpu_before = cpu_s(pid)
+    await asyncio.to_thread(post, si, prefix, total, rate)
+    await wait_count(sink, prefix, total, 60)
+    live = bench_arrivals(sink, prefix)
+    cpu = (live[-1][2] - cpu_before) / total
+    latencies = [
+        at - dt.datetime.fromisoformat(ev["time"].replace("Z", "+00:00")).timestamp()
+        for ev, at, _ in live
+    ]
+    figures = {
+        "events": len(latencies),
+        "p50_s": round(statistics.median(latencies), 4),
+        "p99_s": round(quantile(latencies, 0.99), 4),
+        "max_s": round(max(latencies), 4),
+        "cpu_ms_per_event": round(cpu * 1000, 3),
+    }
+    say(f"live at {rate:g}/s: {figures}")
+    return figures
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-vcenter-"))
     cp_dir = work / "checkpoints"
@@ -216,6 +248,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                                 checkpoint=True,
                                 checkpointDir=str(cp_dir),
                                 pageSize=args.page_size,
+                                **(
+                                    {"batchWindowSeconds": args.batch_window}
+                                    if args.batch_window is not None
+                                    else {}
+                                ),
                             ),
                         },
                         "eventProcessor": {
@@ -244,18 +281,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 _, drain_hwm = rss_mib(router.pid)
                 say(f"idle {args.idle}s")
                 await asyncio.sleep(args.idle)
-                total = int(args.rate * args.duration)
-                say(f"latency: {total} events at {args.rate}/s for {args.duration}s")
-                cpu_before = cpu_s(router.pid)
-                await asyncio.to_thread(post, si, "l", total, args.rate)
-                await wait_count(sink, "l", total, 60)
-                live = bench_arrivals(sink, "l")
-                live_cpu = (live[-1][2] - cpu_before) / total
-                latencies = [
-                    at - dt.datetime.fromisoformat(ev["time"].replace("Z", "+00:00")).timestamp()
-                    for ev, at, _ in live
-                ]
-                say(f"live: {live_cpu * 1000:.2f} ms CPU per event")
+                live_figures = await live_phase(sink, si, router.pid, "l", args.rate, args.duration)
+                busy_figures: dict[str, float] = {}
+                if args.busy_rate:
+                    say(f"idle {args.idle}s")
+                    await asyncio.sleep(args.idle)
+                    busy_figures = await live_phase(
+                        sink, si, router.pid, "h", args.busy_rate, args.busy_duration
+                    )
                 say(f"idle {args.idle}s, then a burst of {args.burst} events")
                 await asyncio.sleep(args.idle)
                 posted_in = await asyncio.to_thread(post_burst, sim, "b", args.burst)
@@ -275,19 +308,31 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     router.kill()
                     router.wait()
                 log.close()
+    busy = f"{args.busy_rate:g}"
+
+    def over_drain(live: dict[str, float]) -> float:
+        return round(live["cpu_ms_per_event"] / max(drain_cpu * 1000, 1e-9), 2)
+
     figures = {
         "drain_events": args.backlog,
         "drain_events_per_s": round(drain_rate, 1),
         "drain_s_from_router_start": round(last - started, 3),
-        "latency_events": len(latencies),
-        "p50_s": round(statistics.median(latencies), 4),
-        "p99_s": round(quantile(latencies, 0.99), 4),
-        "max_s": round(max(latencies), 4),
-        "live_p50_s": round(statistics.median(latencies), 4),
-        "live_p99_s": round(quantile(latencies, 0.99), 4),
-        "live_cpu_ms_per_event": round(live_cpu * 1000, 3),
+        "latency_events": live_figures["events"],
+        "p50_s": live_figures["p50_s"],
+        "p99_s": live_figures["p99_s"],
+        "max_s": live_figures["max_s"],
+        "live_p50_s": live_figures["p50_s"],
+        "live_p99_s": live_figures["p99_s"],
+        "live_cpu_ms_per_event": live_figures["cpu_ms_per_event"],
         "drain_cpu_ms_per_event": round(drain_cpu * 1000, 3),
-        "live_over_drain_cpu": round(live_cpu / max(drain_cpu, 1e-9), 2),
+        "live_over_drain_cpu": over_drain(live_figures),
+        **{f"live_{busy}_{key}": value for key, value in busy_figures.items() if key != "events"},
+        **({f"live_{busy}_over_drain_cpu": over_drain(busy_figures)} if busy_figures else {}),
+        "batch_window_s": (
+            args.batch_window
+            if args.batch_window is not None
+            else VCenterConfig.model_fields["batchWindowSeconds"].default
+        ),
         **burst,
         "rss_mib": round(rss, 1),
         "rss_peak_mib": round(hwm, 1),
@@ -307,6 +352,9 @@ def cli() -> None:
     parser.add_argument("--page-size", type=int, default=100)
     parser.add_argument("--idle", type=float, default=10.0)
     parser.add_argument("--burst", type=int, default=1000)
+    parser.add_argument("--busy-rate", type=float, default=100.0, help="0: no busy phase")
+    parser.add_argument("--busy-duration", type=float, default=20.0)
+    parser.add_argument("--batch-window", type=float, default=None)
     figures = asyncio.run(main(parser.parse_args()))
     print(json.dumps(figures))
 

@@ -57,6 +57,7 @@ HORIZON_POLL_SECONDS = (0.05, 300.0)
 OPENFAAS_REFRESH_SECONDS = (0.1, 3600.0)
 EVENTBRIDGE_RULE_REFRESH_SECONDS = (0.1, 86_400.0)
 PAGE_SIZE = (1, 1000)
+VCENTER_BATCH_WINDOW_SECONDS = (0.0, 1.0)
 WEBHOOK_MAX_BODY_BYTES = (1024, 64 * 1_048_576)
 WEBHOOK_ACK_TIMEOUT_SECONDS = (0.1, 600.0)
 PORT = (1, 65535)
@@ -429,6 +430,7 @@ class VCenterConfig(Strict):
     auth: Auth
     # extensions of ours
     pageSize: int = Count(100, PAGE_SIZE)
+    batchWindowSeconds: float = Seconds(0.06, VCENTER_BATCH_WINDOW_SECONDS)
     typeStyle: TypeStyle = "router"
 
     @model_validator(mode="after")

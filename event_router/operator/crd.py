@@ -55,6 +55,7 @@ from event_router.config.models import (
     RULE_ARN_PATTERN,
     STRING_MAX_LENGTH,
     URI_HOST_PATTERN,
+    VCENTER_BATCH_WINDOW_SECONDS,
     WEBHOOK_ACK_TIMEOUT_SECONDS,
     WEBHOOK_MAX_BODY_BYTES,
     WEBHOOK_PATH_MAX_LENGTH,
@@ -188,6 +189,7 @@ class VCenterSpec(Strict):
     checkpoint: bool = True
     auth: BasicAuthRef
     pageSize: int = Count(100, PAGE_SIZE)
+    batchWindowSeconds: float = Seconds(0.06, VCENTER_BATCH_WINDOW_SECONDS)
     typeStyle: TypeStyle = "router"
 
 

@@ -52,6 +52,8 @@ T = TypeVar("T")
 
 #: how long one WaitForUpdatesEx may block (also bounds shutdown and keeps the session alive)
 WAIT_SECONDS = 2
+#: empty reads in a row after which a live stream goes back to waiting for a push
+QUIET_READS = 3
 #: polling interval when the server does not support WaitForUpdatesEx
 POLL_SECONDS = 0.5
 #: socket timeout of every vSphere call (must exceed WAIT_SECONDS)
@@ -89,6 +91,10 @@ class Step:
     caught_up: bool
     push: bool
     count: int = 100
+    #: empty reads left before waiting for a push again (0: wait now; see _next_page)
+    hot: int = 0
+    #: key of the last event read (equality only: int32 keys may wrap)
+    last_key: int | None = None
 
 
 class ResumeFilter:
@@ -163,6 +169,19 @@ def _is_transient(exc: BaseException) -> bool:
         | http.client.HTTPException
         | EOFError,
     )
+
+
+def _latest_key(update: Any) -> int | None:
+    """The key of the newest event on the collector's latest page in a WaitForUpdatesEx
+    update, or None (no such change, an empty page). vCenter sends the page's current
+    value; vcsim sends one change per event since the version, so the last one counts."""
+    key = None
+    for filter_update in update.filterSet or []:
+        for object_update in filter_update.objectSet or []:
+            for change in object_update.changeSet or []:
+                if change.name == "latestPage":
+                    key = int(change.val[-1].key) if change.val else None
+    return key
 
 
 def _msg(exc: BaseException) -> str:
@@ -308,27 +327,49 @@ class VCenterProvider(Provider):
     def _read(self, count: int) -> list[Any]:
         return list(self._collector.ReadNextEvents(maxCount=count) or [])
 
-    def _wait(self, version: str) -> str | None:
-        """Block until ``latestPage`` changes after ``version`` (or WAIT_SECONDS pass: None)."""
+    def _wait(self, version: str) -> tuple[str, int | None] | None:
+        """Block until ``latestPage`` changes after ``version`` (or WAIT_SECONDS pass: None).
+        The new version and the key of the newest event (the one-event latest page), if any."""
         options = vmodl.query.PropertyCollector.WaitOptions(maxWaitSeconds=WAIT_SECONDS)
         update = self._pc.WaitForUpdatesEx(version, options)
-        return str(update.version) if update is not None else None
+        if update is None:
+            return None
+        return str(update.version), _latest_key(update)
 
     def _next_page(self, step: Step) -> Step:
-        """One round in the worker thread: wait for a change first if the last page was
-        short (caught up), then read the next page. One hand-off to the event loop per
-        wake-up, and no extra empty read after each live event."""
+        """One round in the worker thread (one hand-off to the event loop per round).
+
+        - Backlog (the last page was full): read the next page at once.
+        - Caught up and quiet: block in WaitForUpdatesEx until vCenter has a new event,
+          then read. If the latest page shows the event last read (the change was one
+          already read), wait again instead of reading an empty page.
+        - Caught up while events flow (a read in the last ``QUIET_READS`` rounds found
+          some): sleep ``batchWindowSeconds``, then read what came meanwhile. A steady
+          stream costs one read per window instead of a wait and a read per event; the
+          first event after a quiet spell still wakes the wait at once.
+        """
         version = step.version
         if step.caught_up:
             if not step.push:
                 time.sleep(POLL_SECONDS)
+            elif step.hot and self.cfg.batchWindowSeconds > 0:
+                time.sleep(self.cfg.batchWindowSeconds)
             else:
                 changed = self._wait(version)
                 if changed is None:  # nothing new within WAIT_SECONDS
                     return replace(step, events=[])
-                version = changed
+                version, latest = changed
+                if latest is not None and latest == step.last_key:
+                    return replace(step, events=[], version=version, hot=0)
         events = self._read(step.count)
-        return replace(step, events=events, version=version, caught_up=len(events) < step.count)
+        return replace(
+            step,
+            events=events,
+            version=version,
+            caught_up=len(events) < step.count,
+            hot=QUIET_READS if events else max(step.hot - 1, 0),
+            last_key=int(events[-1].key) if events else step.last_key,
+        )
 
     # --- run -------------------------------------------------------------------------------
 

@@ -26,7 +26,12 @@ from pyVmomi import vim
 from event_router.checkpoints import FileStore, VCenterCheckpoint
 from event_router.config.models import Certificates, RouterConfig
 from event_router.core import RouterContext
-from event_router.providers.vcenter import WAIT_SECONDS, VCenterProvider, VCenterStartupError
+from event_router.providers.vcenter import (
+    QUIET_READS,
+    WAIT_SECONDS,
+    VCenterProvider,
+    VCenterStartupError,
+)
 from tests.support.polling import wait_until
 from tests.support.publisher import CollectingPublisher as BasePublisher
 from tests.support.tls import make_ca_and_server_cert
@@ -301,6 +306,89 @@ async def test_events_arrive_fast_when_caught_up(
     assert "WaitForUpdatesEx unavailable" not in caplog.text
     assert statistics.median(latencies) < 0.5, latencies  # the issue's p50 target
     assert max(latencies) < 1.0, latencies  # the original: 1 to 5 s
+
+
+def post_steady(si: Any, prefix: str, count: int, rate: float) -> list[float]:
+    """``count`` GeneralUserEvents ``<prefix>-<i>`` at ``rate``/s; the monotonic time of each."""
+    mgr = si.content.eventManager
+    start = time.monotonic()
+    posted = []
+    for i in range(count):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        mgr.PostEvent(
+            eventToPost=vim.event.GeneralUserEvent(
+                key=0, chainId=0, createdTime=si.CurrentTime(), userName="", message=f"{prefix}-{i}"
+            )
+        )
+        posted.append(time.monotonic())
+    return posted
+
+
+@pytest.mark.parametrize("window", [0.2, 0.0])
+async def test_a_steady_stream_is_read_once_per_batch_window(
+    si: Any, sim: VCSim, run_provider: Any, monkeypatch: pytest.MonkeyPatch, window: float
+) -> None:
+    """40 events at 20/s. With ``batchWindowSeconds`` 0.2 the provider reads what came in
+    each window: about 4 events per ReadNextEvents and no WaitForUpdatesEx while they flow
+    (vCenter answers ~4x fewer calls), each event at most a window plus a little late. With
+    0 every event wakes a WaitForUpdatesEx of its own (lowest latency). Either way all
+    arrive once, in order; and once the stream stops the provider goes back to blocking in
+    WaitForUpdatesEx, not polling."""
+    r = await run_provider(config(sim, batchWindowSeconds=window))
+    reads: list[int] = []
+    waits: list[float] = []
+    read, wait = r.provider._read, r.provider._wait
+
+    def counted_read(count: int) -> list[Any]:
+        events = read(count)
+        reads.append(len(events))
+        return events
+
+    def timed_wait(version: str) -> Any:
+        t0 = time.monotonic()
+        try:
+            return wait(version)
+        finally:
+            waits.append(time.monotonic() - t0)
+
+    monkeypatch.setattr(r.provider, "_read", counted_read)
+    monkeypatch.setattr(r.provider, "_wait", timed_wait)
+    await asyncio.sleep(WAIT_SECONDS + 0.5)  # quiet: blocked in WaitForUpdatesEx
+    reads.clear()
+    waits.clear()
+    arrived: dict[str, float] = {}
+
+    def note_arrivals() -> bool:
+        for msg in r.pub.messages("steady"):
+            arrived.setdefault(msg, time.monotonic())
+        return len(arrived) >= 40
+
+    poster = asyncio.create_task(asyncio.to_thread(post_steady, si, "steady", 40, 20.0))
+    await r.pub.wait(note_arrivals, timeout=30)
+    posted = await poster
+    assert r.pub.messages("steady") == [f"steady-{i}" for i in range(40)]  # once, in order
+    keys = [e.data["Key"] for e in r.pub.events]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    late = [arrived[f"steady-{i}"] - posted[i] for i in range(40)]
+    during = len([n for n in reads if n]), len(waits)
+    if window:
+        # a read per window: about 2 s / 0.2 s, not one per event; the first event after
+        # the quiet spell woke the only WaitForUpdatesEx
+        assert during[0] <= 15, f"{during[0]} reads for 40 events: {reads}"
+        assert len(waits) <= 2, waits
+        assert max(late) < window + 1.0, late
+    else:
+        assert len(waits) >= 35, f"{len(waits)} WaitForUpdatesEx for 40 events (push per event)"
+    reads_before_quiet, waits_before_quiet = len(reads), len(waits)
+    await asyncio.sleep(WAIT_SECONDS + 1.5)
+    # quiet again: at most QUIET_READS empty reads close the window (none after a wait
+    # whose latest page is the event already read), then waits that block until they time out
+    quiet_reads = reads[reads_before_quiet:]
+    assert sum(quiet_reads) == 0 and len(quiet_reads) <= QUIET_READS, quiet_reads
+    quiet_waits = waits[waits_before_quiet:]
+    assert any(w >= WAIT_SECONDS - 0.5 for w in quiet_waits), quiet_waits
 
 
 def post_burst(sim: VCSim, prefix: str, count: int, sessions: int = 4) -> None:

@@ -233,6 +233,8 @@ MALFORMED: list[tuple[str, str, dict[str, Any], str, str]] = [
      f"{VC}.auth.basicAuth.pasword:", "did you mean 'password'"),
     ("page-size", VK, {f"{VC}.pageSize": 5000}, f"{VC}.pageSize:",
      "out of range (got 5000; allowed: an integer from 1 to 1000)"),
+    ("batch-window", VK, {f"{VC}.batchWindowSeconds": 2}, f"{VC}.batchWindowSeconds:",
+     "out of range (got 2; allowed: a number from 0 to 1)"),
     ("processor-type-block", VK, {"eventProcessor.type": "openfaas"}, "eventProcessor.knative:",
      "not allowed when type is 'openfaas'"),
     ("processor-extra-block", VK, {"eventProcessor.openfaas": {"address": "http://gw:8080"}},

@@ -138,6 +138,11 @@ INVALID: list[tuple[str, list[Callable[[dict[str, Any]], None]], str]] = [
         "spec.eventProvider.vcenter.pageSize",
     ),
     (
+        "batch-window-negative",
+        [_set("eventProvider.vcenter.batchWindowSeconds", -0.1)],
+        "spec.eventProvider.vcenter.batchWindowSeconds",
+    ),
+    (
         "page-size-string",
         [_set("eventProvider.vcenter.pageSize", "many")],
         "spec.eventProvider.vcenter.pageSize",
