@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
+import ssl
 from typing import Any
 
 import pytest
@@ -398,3 +399,21 @@ async def test_routers_have_separate_metrics() -> None:
     await (await labelled.publish(ev(1)))
     assert 'name="r1",namespace="ns1"' in labelled.metrics.render().decode()
     await labelled.stop()
+
+
+def test_an_insecure_tls_context_is_the_default_one_without_ca_certificates() -> None:
+    """insecureSSL verifies nothing, so its context loads no CA bundle (memory), and is
+    otherwise create_default_context's with verification off."""
+    insecure = RouterContext(CONFIG).ssl_context(True)
+    reference = ssl.create_default_context()
+    reference.check_hostname = False
+    reference.verify_mode = ssl.CERT_NONE
+    assert insecure.cert_store_stats()["x509"] == 0
+    assert (insecure.check_hostname, insecure.verify_mode) == (False, ssl.CERT_NONE)
+    for attr in ("protocol", "options", "minimum_version", "maximum_version", "verify_flags"):
+        assert getattr(insecure, attr) == getattr(reference, attr), attr
+    assert [c["name"] for c in insecure.get_ciphers()] == [
+        c["name"] for c in reference.get_ciphers()
+    ]
+    verified = RouterContext(CONFIG).ssl_context(False)
+    assert (verified.check_hostname, verified.verify_mode) == (True, ssl.CERT_REQUIRED)
