@@ -3,7 +3,8 @@
 One EventHistoryCollector over the root folder (recursion ``all``), read with
 ``ReadNextEvents`` pages back to back while there is a backlog. When caught up it waits
 for the collector's ``latestPage`` to change with ``WaitForUpdatesEx`` (push: an event is
-read as soon as vCenter has it), polling only if the server does not support that.
+read as soon as vCenter has it), polling only if the server does not support that. While
+events keep coming it reads once per ``batchWindowSeconds`` instead of waking on each one.
 
 pyVmomi is blocking and its stubs are not thread-safe, so every vSphere call runs in one
 dedicated thread per provider. On NotAuthenticated, a lost connection or a restarted
