@@ -57,6 +57,17 @@ def _is_string_type(type_: Any) -> bool:
         return False
 
 
+@functools.cache
+def _properties(cls: type) -> tuple[tuple[str, str, bool], ...]:
+    """(pyVmomi name, Go name, string-typed) of each property of a data object type that
+    goes into ``data``, once per type."""
+    return tuple(
+        (prop.name, _go_name(prop.name), _is_string_type(prop.type))
+        for prop in cls._GetPropertyList()  # type: ignore[attr-defined]
+        if prop.name not in _SKIPPED
+    )
+
+
 def to_data(value: Any) -> Any:
     """Any pyVmomi value -> JSON-able value with the original router's names and nesting."""
     if value is None:
@@ -65,14 +76,10 @@ def to_data(value: Any) -> Any:
         return {"Type": type(value)._wsdlName, "Value": value._moId}
     if isinstance(value, VmomiSupport.DataObject):
         out: dict[str, Any] = {}
-        for prop in type(value)._GetPropertyList():
-            if prop.name in _SKIPPED:
-                continue
-            item = getattr(value, prop.name, None)
-            if item is None and _is_string_type(prop.type):
-                out[_go_name(prop.name)] = ""
-            else:
-                out[_go_name(prop.name)] = to_data(item)
+        cls: type = type(value)  # a class is hashable (mypy sees DataObject's __hash__)
+        for name, key, is_string in _properties(cls):
+            item = getattr(value, name, None)
+            out[key] = "" if item is None and is_string else to_data(item)
         return out
     if isinstance(value, bool):
         return value

@@ -155,6 +155,7 @@ class KnativeProcessor(Processor):
         self.retry = retry or RetryPolicy.of(self.spec.delivery)
         self.timeout = self.spec.delivery.timeout_seconds if timeout is None else timeout
         self._url: str | None = None
+        self._address: str | None = None
         #: the proxy the environment names for ``_url`` (None: connect directly)
         self._proxy: str | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -162,6 +163,13 @@ class KnativeProcessor(Processor):
         self._structured = cfg.encoding == "structured"
 
     def address(self) -> str:
+        """The destination as the config names it, without credentials (formatted once:
+        every delivery names it in its error text)."""
+        if self._address is None:
+            self._address = self._format_address()
+        return self._address
+
+    def _format_address(self) -> str:
         try:
             url = destination_url(self.cfg, self.destination_field)
         except ValueError:
