@@ -13,7 +13,11 @@ Phases (the router is a separate process, as in production):
    same figures (``live_<rate>_*``): the batch window's reads carry more events per call.
 4. burst: after ``--idle`` s, ``--burst`` events (default 1,000) posted at once (4 threads,
    as fast as vcsim takes them): how many never arrived, arrived twice, or out of key order.
-5. the router process's RSS (VmRSS and peak VmHWM from /proc) after all phases, and its
+5. the machine's wake-up cost, without the router: the CPU of one pyVmomi ReadNextEvents
+   returning one event, back to back and after a 60 ms sleep (``read_1_hot_ms``,
+   ``read_1_after_sleep_ms``). A live event runs after a sleep, a drained one back to back:
+   their ratio bounds how close live CPU per event can come to the drain's.
+6. the router process's RSS (VmRSS and peak VmHWM from /proc) after all phases, and its
    peak after the drain.
 
 CPU is the router process's utime + stime from /proc/<pid>/stat (10 ms ticks).
@@ -211,6 +215,34 @@ async def live_phase(
     return figures
 
 
+def read_cost(sim: VCSim, reads: int = 150) -> dict[str, float]:
+    """CPU (this thread's) of one ReadNextEvents that returns one event: back to back, and
+    after a 60 ms sleep."""
+    si, poster = sim.connect(), sim.connect()
+    content = si.content
+    spec = vim.event.EventFilterSpec(
+        entity=vim.event.EventFilterSpec.ByEntity(entity=content.rootFolder, recursion="all"),
+        time=vim.event.EventFilterSpec.ByTime(beginTime=si.CurrentTime()),
+    )
+    collector = content.eventManager.CreateCollectorForEvents(filter=spec)
+    figures = {}
+    try:
+        for name, pause in (("read_1_hot_ms", 0.0), ("read_1_after_sleep_ms", 0.06)):
+            spent = 0.0
+            for _ in range(reads):
+                post(poster, "w", 1, None)
+                if pause:
+                    time.sleep(pause)
+                t0 = time.thread_time()
+                got = collector.ReadNextEvents(maxCount=100)
+                spent += time.thread_time() - t0
+                assert len(got) == 1, len(got)
+            figures[name] = round(spent / reads * 1000, 3)
+    finally:
+        collector.DestroyCollector()
+    return figures
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-vcenter-"))
     cp_dir = work / "checkpoints"
@@ -308,6 +340,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     router.kill()
                     router.wait()
                 log.close()
+            say("wake-up cost of a ReadNextEvents (this process; the router has stopped)")
+            reads = await asyncio.to_thread(read_cost, sim)
+            say(f"read of one event: {reads}")
     busy = f"{args.busy_rate:g}"
 
     def over_drain(live: dict[str, float]) -> float:
@@ -328,6 +363,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "live_over_drain_cpu": over_drain(live_figures),
         **{f"live_{busy}_{key}": value for key, value in busy_figures.items() if key != "events"},
         **({f"live_{busy}_over_drain_cpu": over_drain(busy_figures)} if busy_figures else {}),
+        **reads,
+        "wake_factor": round(reads["read_1_after_sleep_ms"] / max(reads["read_1_hot_ms"], 1e-9), 2),
         "batch_window_s": (
             args.batch_window
             if args.batch_window is not None
