@@ -61,7 +61,7 @@ from pyVmomi import vim
 from bench._common import log, rss_mib
 from event_router.config.models import VCenterConfig
 from tests.support.sink import CloudEventSink
-from tests.support.vcsim import VCSim
+from tests.support.vcsim import VCSim, post_paced
 
 EVENT_ROUTER = Path(sys.executable).parent / "event-router"
 
@@ -129,21 +129,6 @@ def burst_figures(events: list[Any], prefix: str, count: int) -> dict[str, int]:
     }
 
 
-def post(si: Any, prefix: str, count: int, rate: float | None, first: int = 0) -> None:
-    mgr = si.content.eventManager
-    start = time.monotonic()
-    for i in range(first, count):
-        if rate:
-            delay = start + i / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        mgr.PostEvent(
-            eventToPost=vim.event.GeneralUserEvent(
-                key=0, chainId=0, createdTime=si.CurrentTime(), userName="", message=f"{prefix}{i}"
-            )
-        )
-
-
 def post_burst(sim: VCSim, prefix: str, count: int, threads: int = 4) -> float:
     """``count`` events posted at once by ``threads`` sessions; the seconds it took."""
     sessions = [sim.connect() for _ in range(threads)]
@@ -152,7 +137,7 @@ def post_burst(sim: VCSim, prefix: str, count: int, threads: int = 4) -> float:
 
     def one(n: int) -> None:
         go.wait()
-        post(sessions[n], prefix, min(count, (n + 1) * share), None, first=n * share)
+        post_paced(sessions[n], prefix, min(count, (n + 1) * share), None, first=n * share)
 
     start = time.monotonic()
     with ThreadPoolExecutor(threads) as pool:
@@ -196,7 +181,7 @@ async def live_phase(
     total = int(rate * duration)
     say(f"live: {total} events at {rate:g}/s for {duration:g}s")
     cpu_before = cpu_s(pid)
-    await asyncio.to_thread(post, si, prefix, total, rate)
+    await asyncio.to_thread(post_paced, si, prefix, total, rate)
     await wait_count(sink, prefix, total, 60)
     live = bench_arrivals(sink, prefix)
     cpu = (live[-1][2] - cpu_before) / total
@@ -230,7 +215,7 @@ def read_cost(sim: VCSim, reads: int = 150) -> dict[str, float]:
         for name, pause in (("read_1_hot_ms", 0.0), ("read_1_after_sleep_ms", 0.06)):
             spent = 0.0
             for _ in range(reads):
-                post(poster, "w", 1, None)
+                post_paced(poster, "w", 1, None)
                 if pause:
                     time.sleep(pause)
                 t0 = time.thread_time()
@@ -265,7 +250,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 )
             )
             say(f"posting a backlog of {args.backlog} events")
-            await asyncio.to_thread(post, si, "d", args.backlog, None)
+            await asyncio.to_thread(post_paced, si, "d", args.backlog, None)
             config = work / "config.yaml"
             config.write_text(
                 yaml.safe_dump(

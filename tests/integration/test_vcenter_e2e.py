@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import yaml
 
 from tests.support.polling import wait_until
 from tests.support.sink import CloudEventSink
-from tests.support.vcsim import VCSim
+from tests.support.vcsim import VCSim, post_paced
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -61,22 +60,8 @@ def start_router(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def post_stream(sim: VCSim, progress: list[int]) -> None:
-    from pyVmomi import vim
-
-    si = sim.connect()
-    mgr = si.content.eventManager
-    start = time.monotonic()
-    for i in range(TOTAL):
-        delay = start + i / RATE - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        mgr.PostEvent(
-            eventToPost=vim.event.GeneralUserEvent(
-                key=0, chainId=0, createdTime=si.CurrentTime(), userName="", message=f"s-{i}"
-            )
-        )
-        progress[0] = i + 1
+def post_stream(sim: VCSim, posted: list[float]) -> None:
+    post_paced(sim.connect(), "s-", TOTAL, RATE, posted=posted)
 
 
 def stream_messages(events: list[Any]) -> list[tuple[str, str]]:
@@ -101,8 +86,8 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(tmp_path: Path) -> N
                 await wait_until(
                     lambda: (cp_dir / "cp-127.0.0.1.json").exists(), 30, "first checkpoint"
                 )
-                progress = [0]
-                poster = asyncio.create_task(asyncio.to_thread(post_stream, sim, progress))
+                posted: list[float] = []
+                poster = asyncio.create_task(asyncio.to_thread(post_stream, sim, posted))
                 cp_file = cp_dir / "cp-127.0.0.1.json"
                 await wait_until(
                     lambda: (
@@ -115,11 +100,11 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(tmp_path: Path) -> N
                 # kill at a point of the stream independent of when checkpoints are
                 # written (anywhere in a period), not right after a write
                 await wait_until(
-                    lambda: progress[0] >= TOTAL * 6 // 10, 30, "60 % of the stream posted"
+                    lambda: len(posted) >= TOTAL * 6 // 10, 30, "60 % of the stream posted"
                 )
                 os.kill(router.pid, signal.SIGKILL)
                 router.wait(10)
-                assert progress[0] < TOTAL, "the stream must still be running at the kill"
+                assert len(posted) < TOTAL, "the stream must still be running at the kill"
                 # events keep coming while the router is down; requests the killed router
                 # had already sent are still being answered by the sink
                 await asyncio.sleep(0.5)

@@ -35,7 +35,14 @@ from event_router.providers.vcenter import (
 from tests.support.polling import wait_until
 from tests.support.publisher import CollectingPublisher as BasePublisher
 from tests.support.tls import make_ca_and_server_cert
-from tests.support.vcsim import VCSim, find_vm, post_event_ex, post_general_events, wait_task
+from tests.support.vcsim import (
+    VCSim,
+    find_vm,
+    post_event_ex,
+    post_general_events,
+    post_paced,
+    wait_task,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -256,6 +263,32 @@ async def test_eventex_and_extendedevent_subject_is_event_type_id(
     assert ext.data["ManagedObject"]["Type"] == "Folder"
 
 
+def count_calls(
+    provider: VCenterProvider, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[int], list[float]]:
+    """Records the provider's vSphere calls from now on: the events each ReadNextEvents
+    returned, and how long each WaitForUpdatesEx blocked."""
+    reads: list[int] = []
+    waits: list[float] = []
+    read, wait = provider._read, provider._wait
+
+    def counted_read(count: int) -> list[Any]:
+        events = read(count)
+        reads.append(len(events))
+        return events
+
+    def timed_wait(version: str) -> Any:
+        t0 = time.monotonic()
+        try:
+            return wait(version)
+        finally:
+            waits.append(time.monotonic() - t0)
+
+    monkeypatch.setattr(provider, "_read", counted_read)
+    monkeypatch.setattr(provider, "_wait", timed_wait)
+    return reads, waits
+
+
 async def test_events_arrive_fast_when_caught_up(
     si: Any,
     sim: VCSim,
@@ -267,23 +300,7 @@ async def test_events_arrive_fast_when_caught_up(
     as soon as an event is posted (no polling), well under the original's 1-5 s."""
     caplog.set_level(logging.WARNING)
     r = await run_provider(config(sim))
-    reads: list[float] = []
-    waits: list[float] = []  # how long each WaitForUpdatesEx blocked
-    read, wait = r.provider._read, r.provider._wait
-
-    def counted_read(count: int) -> list[Any]:
-        reads.append(time.monotonic())
-        return read(count)
-
-    def timed_wait(version: str) -> str:
-        t0 = time.monotonic()
-        try:
-            return wait(version)
-        finally:
-            waits.append(time.monotonic() - t0)
-
-    monkeypatch.setattr(r.provider, "_read", counted_read)
-    monkeypatch.setattr(r.provider, "_wait", timed_wait)
+    reads, waits = count_calls(r.provider, monkeypatch)
     await asyncio.sleep(4.5)  # idle: one read per WaitForUpdatesEx timeout, not a poll loop
     idle_reads = len(reads)
     assert idle_reads <= 4, f"{idle_reads} reads in 4.5 s idle: polling, not push"
@@ -308,24 +325,6 @@ async def test_events_arrive_fast_when_caught_up(
     assert max(latencies) < 1.0, latencies  # the original: 1 to 5 s
 
 
-def post_steady(si: Any, prefix: str, count: int, rate: float) -> list[float]:
-    """``count`` GeneralUserEvents ``<prefix>-<i>`` at ``rate``/s; the monotonic time of each."""
-    mgr = si.content.eventManager
-    start = time.monotonic()
-    posted = []
-    for i in range(count):
-        delay = start + i / rate - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        mgr.PostEvent(
-            eventToPost=vim.event.GeneralUserEvent(
-                key=0, chainId=0, createdTime=si.CurrentTime(), userName="", message=f"{prefix}-{i}"
-            )
-        )
-        posted.append(time.monotonic())
-    return posted
-
-
 @pytest.mark.parametrize("window", [0.2, 0.0])
 async def test_a_steady_stream_is_read_once_per_batch_window(
     si: Any, sim: VCSim, run_provider: Any, monkeypatch: pytest.MonkeyPatch, window: float
@@ -337,24 +336,7 @@ async def test_a_steady_stream_is_read_once_per_batch_window(
     arrive once, in order; and once the stream stops the provider goes back to blocking in
     WaitForUpdatesEx, not polling."""
     r = await run_provider(config(sim, batchWindowSeconds=window))
-    reads: list[int] = []
-    waits: list[float] = []
-    read, wait = r.provider._read, r.provider._wait
-
-    def counted_read(count: int) -> list[Any]:
-        events = read(count)
-        reads.append(len(events))
-        return events
-
-    def timed_wait(version: str) -> Any:
-        t0 = time.monotonic()
-        try:
-            return wait(version)
-        finally:
-            waits.append(time.monotonic() - t0)
-
-    monkeypatch.setattr(r.provider, "_read", counted_read)
-    monkeypatch.setattr(r.provider, "_wait", timed_wait)
+    reads, waits = count_calls(r.provider, monkeypatch)
     await asyncio.sleep(WAIT_SECONDS + 0.5)  # quiet: blocked in WaitForUpdatesEx
     reads.clear()
     waits.clear()
@@ -365,9 +347,12 @@ async def test_a_steady_stream_is_read_once_per_batch_window(
             arrived.setdefault(msg, time.monotonic())
         return len(arrived) >= 40
 
-    poster = asyncio.create_task(asyncio.to_thread(post_steady, si, "steady", 40, 20.0))
+    posted: list[float] = []
+    poster = asyncio.create_task(
+        asyncio.to_thread(post_paced, si, "steady-", 40, 20.0, posted=posted)
+    )
     await r.pub.wait(note_arrivals, timeout=30)
-    posted = await poster
+    await poster
     assert r.pub.messages("steady") == [f"steady-{i}" for i in range(40)]  # once, in order
     keys = [e.data["Key"] for e in r.pub.events]
     assert keys == sorted(keys) and len(set(keys)) == len(keys)

@@ -215,5 +215,33 @@ def post_general_events(si: Any, count: int, prefix: str = "bench") -> None:
         )
 
 
+def post_paced(
+    si: Any,
+    prefix: str,
+    count: int,
+    rate: float | None,
+    *,
+    first: int = 0,
+    posted: list[float] | None = None,
+) -> None:
+    """GeneralUserEvents ``<prefix><i>`` for i in ``first..count-1``, each with vCenter's
+    current time, at ``rate``/s (None: as fast as vcsim takes them); the monotonic time of
+    each post is appended to ``posted`` (progress for a caller in another thread)."""
+    mgr = si.content.eventManager
+    start = time.monotonic()
+    for i in range(first, count):
+        if rate:
+            delay = start + (i - first) / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        mgr.PostEvent(
+            eventToPost=vim.event.GeneralUserEvent(
+                key=0, chainId=0, createdTime=si.CurrentTime(), userName="", message=f"{prefix}{i}"
+            )
+        )
+        if posted is not None:
+            posted.append(time.monotonic())
+
+
 def time_now(si: Any) -> Any:
     return si.CurrentTime()
