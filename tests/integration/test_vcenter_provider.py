@@ -12,10 +12,8 @@ import datetime as dt
 import json
 import logging
 import statistics
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ from tests.support.tls import make_ca_and_server_cert
 from tests.support.vcsim import (
     VCSim,
     find_vm,
+    post_burst,
     post_event_ex,
     post_general_events,
     post_paced,
@@ -374,30 +373,6 @@ async def test_a_steady_stream_is_read_once_per_batch_window(
     assert sum(quiet_reads) == 0 and len(quiet_reads) <= QUIET_READS, quiet_reads
     quiet_waits = waits[waits_before_quiet:]
     assert any(w >= WAIT_SECONDS - 0.5 for w in quiet_waits), quiet_waits
-
-
-def post_burst(sim: VCSim, prefix: str, count: int, sessions: int = 4) -> None:
-    """``count`` GeneralUserEvents ``<prefix><i>`` posted at once by ``sessions`` sessions."""
-    clients = [sim.connect() for _ in range(sessions)]
-    go = threading.Barrier(sessions)
-    share = -(-count // sessions)
-
-    def one(n: int) -> None:
-        mgr = clients[n].content.eventManager
-        go.wait()
-        for i in range(n * share, min(count, (n + 1) * share)):
-            mgr.PostEvent(
-                eventToPost=vim.event.GeneralUserEvent(
-                    key=0,
-                    chainId=0,
-                    createdTime=dt.datetime.now(dt.UTC),
-                    userName="",
-                    message=f"{prefix}{i}",
-                )
-            )
-
-    with ThreadPoolExecutor(sessions) as pool:
-        list(pool.map(one, range(sessions)))
 
 
 @pytest.mark.parametrize("page_size", [100, 7])

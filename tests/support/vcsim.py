@@ -17,7 +17,9 @@ import re
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +243,23 @@ def post_paced(
         )
         if posted is not None:
             posted.append(time.monotonic())
+
+
+def post_burst(sim: VCSim, prefix: str, count: int, sessions: int = 4) -> float:
+    """``count`` GeneralUserEvents ``<prefix><i>`` posted at once by ``sessions`` sessions
+    (connected first, then released together); the seconds the posting took."""
+    clients = [sim.connect() for _ in range(sessions)]
+    go = threading.Barrier(sessions)
+    share = -(-count // sessions)
+
+    def one(n: int) -> None:
+        go.wait()
+        post_paced(clients[n], prefix, min(count, (n + 1) * share), None, first=n * share)
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(sessions) as pool:
+        list(pool.map(one, range(sessions)))
+    return time.monotonic() - start
 
 
 def time_now(si: Any) -> Any:
