@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from urllib.parse import urlsplit, urlunsplit
 
@@ -205,8 +204,9 @@ class KnativeProcessor(Processor):
                     f"{self.field}.auth.type: only basic_auth is supported for knative "
                     f"(got {a.type!r}; allowed: basic_auth with {self.field}.auth.basicAuth)"
                 )
-            secret = f"{a.basicAuth.username}:{a.basicAuth.password.get_secret_value()}"
-            headers["Authorization"] = "Basic " + base64.b64encode(secret.encode()).decode()
+            headers["Authorization"] = aiohttp.encode_basic_auth(
+                a.basicAuth.username, a.basicAuth.password.get_secret_value()
+            )
         ssl_ctx = self.context.ssl_context(self.cfg.insecureSSL)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=16, ssl=ssl_ctx, keepalive_timeout=30),

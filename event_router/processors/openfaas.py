@@ -22,7 +22,6 @@ gateway's certificate is checked against the system CAs and ``certificates.rootC
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import contextlib
 import logging
@@ -113,8 +112,9 @@ class OpenFaaSProcessor(Processor):
                     else f"{self.field}.auth.basicAuth: required when auth.type is basic_auth"
                 )
             basic = cfg.auth.basicAuth
-            secret = f"{basic.username}:{basic.password.get_secret_value()}"
-            self._authorization = "Basic " + base64.b64encode(secret.encode()).decode()
+            self._authorization = aiohttp.encode_basic_auth(
+                basic.username, basic.password.get_secret_value()
+            )
         delivery = self.spec.delivery
         self.retry = retry or RetryPolicy.of(
             delivery, RetryPolicy(attempts=5, base_delay=0.2, max_delay=5.0)
